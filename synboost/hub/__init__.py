@@ -1,0 +1,1 @@
+"""Checkpoints: safe loading and self-describing saving (``checkpoint``), ImageNet backbone files (``pretrained``)."""

@@ -1,0 +1,108 @@
+"""One checkpoint loader for the package.
+
+Our own model files are safetensors (no pickle: loading them cannot execute code) whose header carries JSON
+metadata: the model kind, its config, the class list, the package version and anything the stage adds, so a
+checkpoint explains itself. Training state (optimizer, scheduler, RNG, epoch) lives beside it in a ``.pt`` file
+of plain tensors and numbers, read with ``torch.load(weights_only=True)``. Foreign checkpoints (official
+releases, torchvision) are read with ``weights_only=True`` too.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from synboost import __version__
+from synboost.data.io import atomic_path
+from synboost.errors import CheckpointError
+
+
+def save_model(path: str | os.PathLike, state_dict: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> Path:
+    """Write a model's weights + metadata as safetensors, atomically."""
+    path = Path(path)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+    header = {"synboost": json.dumps({**meta, "synboost_version": __version__}, default=str)}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=header)
+    return path
+
+
+def read_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """The metadata of one of our checkpoints, without loading the tensors."""
+    from safetensors import safe_open
+
+    path = _existing(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get("synboost")
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a synboost checkpoint (safetensors) ({e}); "
+                              "official checkpoints are converted with `synboost weights import`") from None
+    if raw is None:
+        raise CheckpointError(f"{path}: safetensors file without synboost metadata; convert it with "
+                              "`synboost weights import`")
+    return json.loads(raw)
+
+
+def load_model(path: str | os.PathLike, expect_kind: str | None = None) -> tuple[dict[str, torch.Tensor], dict]:
+    """Load (state_dict, meta) of one of our checkpoints; ``expect_kind`` checks the model kind."""
+    meta = read_meta(path)
+    if expect_kind is not None and meta.get("kind") != expect_kind:
+        raise CheckpointError(f"{path}: is a '{meta.get('kind')}' checkpoint, expected '{expect_kind}'")
+    return load_file(str(path)), meta
+
+
+def load_foreign(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a foreign ``.pth`` safely (``weights_only=True``: tensors and plain containers only)."""
+    path = _existing(path)
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle / zip errors come in many types
+        raise CheckpointError(f"{path}: cannot be read safely as a PyTorch checkpoint ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:200] if str(e) else ''})") from None
+
+
+def save_state(path: str | os.PathLike, state: Mapping[str, Any]) -> Path:
+    """Training state (tensors, numbers, strings, lists, dicts) with ``torch.save``, atomically."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save(dict(state), str(tmp))
+    return path
+
+
+def load_state(path: str | os.PathLike) -> dict[str, Any]:
+    return load_foreign(path)
+
+
+def load_into(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
+    """``load_state_dict(strict=True)`` with one readable error listing the mismatched keys and shapes."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    shapes = [f"{k} {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in own if k in state_dict and tuple(own[k].shape) != tuple(state_dict[k].shape)]
+    if missing or unexpected or shapes:
+        def few(xs):
+            return ", ".join(xs[:6]) + (f" (+{len(xs) - 6} more)" if len(xs) > 6 else "")
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} keys: {few(missing)}")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} keys: {few(unexpected)}")
+        if shapes:
+            parts.append(f"{len(shapes)} shape mismatches: {few(shapes)}")
+        raise CheckpointError(f"{source}: does not fit this model ({'; '.join(parts)}); is it a checkpoint of "
+                              "another architecture or class count?")
+    model.load_state_dict(state_dict, strict=True)
+
+
+def _existing(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    return path

@@ -1,0 +1,95 @@
+"""Pictures where people look: anomaly heatmaps, overlays, label colours, PR / ROC curves.
+
+Heatmaps follow the convention of the SynBoost paper's figures (OpenCV JET, hot = anomalous), blended 50/50 with
+the image for overlays. Curves are drawn with matplotlib's Agg backend (no display needed).
+"""
+from __future__ import annotations
+
+import os
+from typing import Mapping, Sequence
+
+import cv2
+import numpy as np
+
+from synboost.data.labels import colorize  # noqa: F401  (re-exported: label colourisation lives with the table)
+
+
+def normalize_map(score: np.ndarray, lo: float | None = None, hi: float | None = None) -> np.ndarray:
+    """Scale a float map to [0, 1] between ``lo`` and ``hi`` (default: its own finite min and max)."""
+    s = np.asarray(score, np.float32)
+    finite = np.isfinite(s)
+    if not finite.any():
+        return np.zeros_like(s)
+    lo = float(s[finite].min()) if lo is None else lo
+    hi = float(s[finite].max()) if hi is None else hi
+    out = (np.where(finite, s, lo) - lo) / max(hi - lo, 1e-12)
+    return np.clip(out, 0.0, 1.0)
+
+
+def heatmap(score: np.ndarray, lo: float | None = None, hi: float | None = None) -> np.ndarray:
+    """RGB uint8 (H, W, 3) JET heatmap of a score map (blue = normal, red = anomalous)."""
+    u8 = (normalize_map(score, lo, hi) * 255.0 + 0.5).astype(np.uint8)
+    return cv2.cvtColor(cv2.applyColorMap(u8, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+
+
+def overlay(image: np.ndarray, score: np.ndarray, alpha: float = 0.5, lo: float | None = None,
+            hi: float | None = None) -> np.ndarray:
+    """Heatmap blended over the RGB image; the map is resized to the image if needed."""
+    image = np.asarray(image, np.uint8)
+    h, w = image.shape[:2]
+    score = np.asarray(score, np.float32)
+    if score.shape != (h, w):
+        score = cv2.resize(score, (w, h), interpolation=cv2.INTER_LINEAR)
+    return cv2.addWeighted(image, 1.0 - alpha, heatmap(score, lo, hi), alpha, 0.0)
+
+
+def mask_outline(image: np.ndarray, mask: np.ndarray, color=(0, 255, 0)) -> np.ndarray:
+    """Draw the outline of a boolean mask (e.g. the ground-truth anomalies) on a copy of the image."""
+    out = np.ascontiguousarray(np.asarray(image, np.uint8).copy())
+    contours, _ = cv2.findContours(np.asarray(mask, np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    cv2.drawContours(out, contours, -1, color, 1)
+    return out
+
+
+def plot_curves(curves: Mapping[str, Mapping[str, np.ndarray]], path: str | os.PathLike, title: str = "") -> None:
+    """PR and ROC curves of several methods side by side, saved as PNG (atomically).
+
+    ``curves[name]`` holds ``precision``, ``recall``, ``fpr``, ``tpr`` arrays and optionally ``ap`` / ``auroc`` /
+    ``fpr95`` numbers used in the legend.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from synboost.data.io import atomic_path
+
+    fig, (ax_pr, ax_roc) = plt.subplots(1, 2, figsize=(11, 4.5))
+    for name, c in curves.items():
+        ap, auroc = c.get("ap"), c.get("auroc")
+        ax_pr.plot(c["recall"], c["precision"], label=f"{name} (AP {100 * ap:.1f})" if ap is not None else name)
+        ax_roc.plot(c["fpr"], c["tpr"], label=f"{name} (AUROC {100 * auroc:.1f})" if auroc is not None else name)
+    ax_pr.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.01), title="precision-recall")
+    ax_roc.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.01), title="ROC")
+    ax_roc.axhline(0.95, color="grey", lw=0.6, ls="--")
+    for ax in (ax_pr, ax_roc):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower left" if ax is ax_pr else "lower right")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def tile(images: Sequence[np.ndarray], cols: int) -> np.ndarray:
+    """Grid of equally sized RGB uint8 images (gray maps are replicated)."""
+    ims = [np.repeat(i[..., None], 3, 2) if i.ndim == 2 else i for i in images]
+    h, w = ims[0].shape[:2]
+    rows = (len(ims) + cols - 1) // cols
+    out = np.zeros((rows * h, cols * w, 3), np.uint8)
+    for k, im in enumerate(ims):
+        r, c = divmod(k, cols)
+        out[r * h:(r + 1) * h, c * w:(c + 1) * w] = im
+    return out
