@@ -400,7 +400,10 @@ def ood_object(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndar
 
 
 def _paste_ood(c: Canvas, rng, lay: _Layout, n: int) -> None:
-    for _ in range(n):
+    placed = 0
+    for _ in range(20 * n):  # objects that fall outside the frame are redrawn elsewhere
+        if placed == n:
+            break
         t = rng.uniform(0.2, 1.0)
         near_road = rng.random() < 0.8
         lo, hi = (lay.road_l, lay.road_r) if near_road else (lay.walk_l, lay.walk_r)
@@ -417,7 +420,10 @@ def _paste_ood(c: Canvas, rng, lay: _Layout, n: int) -> None:
         colors = np.zeros((c.h, c.w, 3), np.float32)
         colors[ys, xs] = col[ys.start - y0:ys.stop - y0, xs.start - x0:xs.stop - x0]
         colors += rng.standard_normal((c.h, c.w, 1)).astype(np.float32) * 5
+        if full.sum() < 4:
+            continue
         c.paint(full, colors, ID["unlabeled"], anomaly=1)
+        placed += 1
 
 
 def _ego(c: Canvas, rng) -> None:

@@ -1,0 +1,176 @@
+"""The face: ``synboost <verb> ...``. Each verb parses its arguments and makes one call; no logic lives here.
+
+Errors a user can cause print one line (``error: ...``) and exit with status 2; Ctrl-C exits with 130 and says
+how to resume.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from synboost.errors import SynboostError
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+        return h, w
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW, e.g. 256x512; got '{text}'") from None
+
+
+def _add_config(p: argparse.ArgumentParser, required: bool = False) -> None:
+    p.add_argument("--config", required=required, help="YAML config (see configs/)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.lr=1e-4 (repeatable)")
+
+
+def cmd_data_synth(a) -> None:
+    from synboost.config import SyntheticWorldConfig, load_config
+    from synboost.data.synthetic import write_world
+
+    ov = list(a.overrides)
+    for key, val in (("out", a.out), ("n", a.n), ("seed", a.seed)):
+        if val is not None:
+            ov.append(f"{key}={val}")
+    if a.size:
+        ov += [f"height={a.size[0]}", f"width={a.size[1]}"]
+    cfg = load_config(SyntheticWorldConfig, a.config, ov)
+    meta = write_world(cfg)
+    print(f"wrote {sum(meta['splits'].values())} scenes to {cfg.out} ({meta['splits']})")
+
+
+def cmd_train(a) -> None:
+    from synboost.config import SegmentationConfig, load_config
+
+    if a.stage == "segmentation":
+        from synboost.training.segmentation import train_segmentation
+
+        cfg = load_config(SegmentationConfig, a.config, a.overrides)
+        s = train_segmentation(cfg, resume=a.resume)
+        print(f"segmenter: {s.get('segmenter', s['last'])}; validation {s['val']}")
+        if "pipeline" in s:
+            print(f"pipeline file: {s['pipeline']}")
+    else:
+        raise SynboostError(f"stage '{a.stage}' is not available yet in this version")
+
+
+def cmd_eval(a) -> None:
+    from pathlib import Path
+
+    from synboost.data.datasets import open_dataset
+    from synboost.evaluation import evaluate, markdown_table
+    from synboost.pipeline import load_pipeline
+
+    ov = list(a.overrides)
+    if a.segmenter:
+        ov.append(f"segmenter={a.segmenter}")
+    if not a.pipeline and not a.segmenter:
+        raise SynboostError("give --pipeline FILE (e.g. runs/demo/pipeline.yaml) or --segmenter CHECKPOINT")
+    det = load_pipeline(a.pipeline, ov) if a.pipeline else _detector_from_segmenter(ov)
+    if a.method is None:
+        methods = [det.method]
+    elif a.method == ["all"]:
+        methods = list(det.methods)
+    else:
+        methods = [m for spec in a.method for m in spec.split(",")]
+    for spec in a.data:
+        name = spec.split(":", 1)[0] if ":" in spec else Path(spec).name
+        ds = open_dataset(spec)
+        out = Path(a.out) / name if a.out else None
+        rep = evaluate(det, ds, methods, out, dataset_name=name, max_images=a.max_images, fpr_rule=a.fpr_rule)
+        print(markdown_table(rep))
+        if out is not None:
+            print(f"written to {out}/ (metrics.json, metrics.md, curves.png, examples/)")
+
+
+def _detector_from_segmenter(ov):
+    from synboost.config import PipelineConfig, load_config
+    from synboost.pipeline import build_detector
+
+    return build_detector(load_config(PipelineConfig, None, ov))
+
+
+def cmd_demo(a) -> None:
+    from synboost.config import DemoConfig, load_config
+    from synboost.demo import run_demo
+
+    cfg = load_config(DemoConfig, a.config, a.overrides)
+    run_demo(cfg, quick=a.quick, resume=not a.fresh)
+
+
+def cmd_bench(a) -> None:
+    if a.what == "metrics":
+        from synboost.bench_metrics import run_metrics_benchmark
+
+        sizes = tuple(int(float(s)) for s in a.sizes.split(",")) if a.sizes else (20_000_000, 200_000_000)
+        run_metrics_benchmark(sizes=sizes, out_json=a.out or "benchmarks/results/metrics.json")
+    elif a.what == "segmenter":
+        from synboost.bench import run_segmenter_benchmark
+
+        run_segmenter_benchmark(out_json=a.out or "benchmarks/results/segmenter.json", quick=a.quick)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="synboost", description="Pixel-wise anomaly segmentation of driving scenes.")
+    sub = p.add_subparsers(dest="verb", required=True)
+
+    d = sub.add_parser("data", help="datasets").add_subparsers(dest="what", required=True)
+    s = d.add_parser("synth", help="write the procedural driving world (train/val/anomaly test splits)")
+    s.add_argument("--out")
+    s.add_argument("--n", type=int, help="number of scenes over all splits")
+    s.add_argument("--size", type=_size, help="HxW, e.g. 256x512")
+    s.add_argument("--seed", type=int)
+    _add_config(s)
+    s.set_defaults(fn=cmd_data_synth)
+
+    t = sub.add_parser("train", help="train one stage")
+    t.add_argument("stage", choices=["segmentation", "synthesis", "dissimilarity", "pebal"])
+    _add_config(t, required=True)
+    t.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    t.set_defaults(fn=cmd_train)
+
+    e = sub.add_parser("eval", help="AP / FPR95 / AUROC (and mIoU) of a detector on labelled anomaly data")
+    e.add_argument("--pipeline", help="pipeline file (pipelines/*.yaml or a run's pipeline.yaml)")
+    e.add_argument("--segmenter", help="segmenter checkpoint (instead of a pipeline file)")
+    e.add_argument("--method", action="append", default=None,
+                   help="msp, maxlogit, entropy, energy, sml, mcdropout (comma list or repeat; 'all'); "
+                        "default: the pipeline's")
+    e.add_argument("--data", action="append", required=True, help="dataset spec KIND:DIR (repeatable)")
+    e.add_argument("--out", help="folder for metrics.json/.md, curves and examples")
+    e.add_argument("--max-images", type=int)
+    e.add_argument("--fpr-rule", default="first_ge", choices=["first_ge", "first_gt", "closest", "interp"])
+    e.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    e.set_defaults(fn=cmd_eval)
+
+    m = sub.add_parser("demo", help="the whole job on the embedded synthetic world (CPU, minutes)")
+    _add_config(m)
+    m.add_argument("--quick", action="store_true", help="a much smaller run (for smoke tests)")
+    m.add_argument("--fresh", action="store_true", help="ignore results of an earlier demo run")
+    m.set_defaults(fn=cmd_demo)
+
+    b = sub.add_parser("bench", help="benchmarks (print a table, write JSON)")
+    b.add_argument("what", choices=["metrics", "segmenter"])
+    b.add_argument("--sizes", help="metrics: pixel counts, e.g. 20e6,200e6")
+    b.add_argument("--out")
+    b.add_argument("--quick", action="store_true")
+    b.set_defaults(fn=cmd_bench)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except SynboostError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; run the same command with --resume to continue where it stopped", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

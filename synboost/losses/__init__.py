@@ -1,0 +1,1 @@
+"""Losses (GAN, PEBAL, weighted cross-entropy) arrive with their stages."""

@@ -1,0 +1,5 @@
+"""Pure blocks: nn.Modules built from arguments; no files, no configs, no CLI.
+
+Models are registered by name (``register_model``) and built with ``create_model(name, **kwargs)``, timm-style.
+"""
+from synboost.models.registry import create_model, list_models, register_model  # noqa: F401

@@ -1,0 +1,218 @@
+"""THE training loop, once, for every stage.
+
+A stage is a :class:`Task`: it builds its model, optimiser, scheduler and dataset, does one step on a batch and
+validates. The engine adds everything else:
+
+* device: CUDA when there is one (``device: auto``), else the CPU, same code; bf16 autocast on CUDA (``amp``);
+* ``torchrun``: DistributedDataParallel (NCCL on GPUs, gloo on CPUs), DistributedSampler, rank-0 logging,
+  validation and checkpoints;
+* determinism: the data order, every sample's augmentation and the dropout RNG are functions of (seed, epoch),
+  so a run stopped after any epoch and resumed gives the same weights as one that never stopped;
+* checkpoints every epoch (``last``: weights as safetensors + training state), ``best`` by the task's
+  validation score; ``resume`` continues from ``last``;
+* logs: ``train_log.jsonl`` (one JSON object per logged step and per epoch), a progress bar with loss and ETA;
+* the resolved config beside the outputs.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.data.distributed import DistributedSampler
+from tqdm import tqdm
+
+from synboost.config import LoopConfig, save_config
+from synboost.data.io import write_json
+from synboost.errors import SynboostError
+from synboost.hub.checkpoint import load_into, load_model, load_state, save_model, save_state
+
+
+class Task(Protocol):
+    kind: str  #: checkpoint kind, e.g. "segmenter"
+
+    def build_model(self) -> nn.Module: ...
+    def build_optimizer(self, model: nn.Module) -> torch.optim.Optimizer: ...
+    def build_scheduler(self, opt: torch.optim.Optimizer, total_steps: int) -> Any: ...
+    def train_dataset(self) -> Dataset: ...
+    def train_step(self, model: nn.Module, batch: Any, device: torch.device) -> tuple[torch.Tensor, dict]: ...
+    def validate(self, model: nn.Module, device: torch.device) -> dict[str, float]: ...
+    def checkpoint_meta(self) -> dict: ...
+
+
+class EpochSeeded(Protocol):
+    def set_epoch(self, epoch: int) -> None: ...
+
+
+def _dist_info() -> tuple[int, int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return world, int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def pick_device(spec: str = "auto", local_rank: int = 0) -> torch.device:
+    if spec == "cpu" or (spec == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise SynboostError("device 'cuda' asked for but no CUDA device is visible; use device=auto or cpu")
+    return torch.device("cuda", local_rank)
+
+
+def _seed_all(*parts: int) -> None:
+    s = int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
+    torch.manual_seed(s)
+    np.random.seed(s % 2**32)
+
+
+class Engine:
+    def __init__(self, task: Task, loop: LoopConfig, out_dir: str | os.PathLike, config: Any = None,
+                 progress: bool = True):
+        self.task, self.loop, self.out = task, loop, Path(out_dir)
+        self.config = config
+        self.progress = progress
+        self.world, self.rank, self.local_rank = _dist_info()
+        self.device = pick_device(loop.device, self.local_rank)
+        self.log_path = self.out / "train_log.jsonl"
+
+    # ------------------------------------------------------------------------------------------------ helpers
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def _log(self, record: dict) -> None:
+        if self.is_main:
+            with open(self.log_path, "a") as f:
+                import json
+                f.write(json.dumps(record) + "\n")
+
+    def _barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+    def _ckpt(self, name: str) -> Path:
+        return self.out / f"{name}.safetensors"
+
+    def _save(self, model: nn.Module, opt, sched, epoch: int, best: float, val: dict) -> None:
+        meta = {**self.task.checkpoint_meta(), "epoch": epoch, "val": val}
+        save_model(self._ckpt("last"), model.state_dict(), meta)
+        save_state(self.out / "last_state.pt", {
+            "epoch": epoch, "best": best, "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict() if sched is not None else {},
+        })
+
+    # --------------------------------------------------------------------------------------------------- fit
+    def fit(self, resume: bool = False) -> dict:
+        """Train; returns a summary (paths of the last and best checkpoints, final validation)."""
+        loop = self.loop
+        if self.world > 1 and not dist.is_initialized():
+            backend = "nccl" if self.device.type == "cuda" else "gloo"
+            dist.init_process_group(backend)
+            if self.device.type == "cuda":
+                torch.cuda.set_device(self.device)
+        if self.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            if self.config is not None:
+                save_config(self.config, self.out / "config.yaml")
+        _seed_all(loop.seed, 0)
+        model = self.task.build_model().to(self.device)
+        if loop.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        opt = self.task.build_optimizer(model)
+        dataset = self.task.train_dataset()
+        sampler = DistributedSampler(dataset, num_replicas=self.world, rank=self.rank, shuffle=True,
+                                     seed=loop.seed, drop_last=True)
+        per_rank = len(sampler)
+        steps = per_rank // loop.batch_size
+        if loop.steps_per_epoch:
+            steps = min(steps, loop.steps_per_epoch) if steps else loop.steps_per_epoch
+        if steps == 0:
+            raise SynboostError(f"training set has {len(dataset)} samples, fewer than one batch of "
+                                f"{loop.batch_size} per process; lower train.batch_size")
+        sched = self.task.build_scheduler(opt, steps * loop.epochs)
+
+        start, best = 0, -math.inf
+        if resume and self._ckpt("last").is_file() and (self.out / "last_state.pt").is_file():
+            sd, meta = load_model(self._ckpt("last"), self.task.kind)
+            load_into(model, sd, str(self._ckpt("last")))
+            st = load_state(self.out / "last_state.pt")
+            opt.load_state_dict(st["optimizer"])
+            if sched is not None and st.get("scheduler"):
+                sched.load_state_dict(st["scheduler"])
+            start, best = int(st["epoch"]) + 1, float(st["best"])
+            if self.is_main:
+                print(f"resuming from {self._ckpt('last')} (epoch {start} of {loop.epochs})")
+        elif resume and self.is_main:
+            print(f"no checkpoint in {self.out} to resume from; starting afresh")
+
+        net = nn.parallel.DistributedDataParallel(model) if self.world > 1 else model
+        use_amp = loop.amp and self.device.type == "cuda"
+        val: dict = {}
+        epochs_run = 0
+        for epoch in range(start, loop.epochs):
+            if loop.stop_after and epochs_run >= loop.stop_after:
+                break
+            sampler.set_epoch(epoch)
+            if hasattr(dataset, "set_epoch"):
+                dataset.set_epoch(epoch)
+            _seed_all(loop.seed, epoch + 1, self.rank)
+            loader = DataLoader(dataset, batch_size=loop.batch_size, sampler=sampler, drop_last=True,
+                                num_workers=loop.workers, pin_memory=self.device.type == "cuda",
+                                persistent_workers=False)
+            net.train()
+            bar = tqdm(total=steps, desc=f"{self.task.kind} epoch {epoch + 1}/{loop.epochs}", unit="step",
+                       disable=not (self.progress and self.is_main), dynamic_ncols=True, leave=False)
+            t0, running, n = time.time(), 0.0, 0
+            for i, batch in enumerate(loader):
+                if i >= steps:
+                    break
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+                    loss, logs = self.task.train_step(net, batch, self.device)
+                if not torch.isfinite(loss):
+                    raise SynboostError(f"{self.task.kind}: loss became {loss.item()} at epoch {epoch + 1} step "
+                                        f"{i + 1}; the last good checkpoint is {self._ckpt('last')}; "
+                                        "lower train.lr and resume")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if sched is not None:
+                    sched.step()
+                running += float(loss.detach())
+                n += 1
+                bar.set_postfix(loss=f"{running / n:.4f}")
+                bar.update()
+                if loop.log_every and (i + 1) % loop.log_every == 0:
+                    self._log({"epoch": epoch + 1, "step": i + 1, "loss": float(loss.detach()),
+                               "lr": opt.param_groups[0]["lr"], **{k: float(v) for k, v in logs.items()}})
+            bar.close()
+            if self.is_main:
+                val = self.task.validate(model, self.device)
+                score = float(val.get("score", -running / max(n, 1)))
+                improved = score > best
+                best = max(best, score)
+                self._save(model, opt, sched, epoch, best, val)
+                if improved:
+                    save_model(self._ckpt("best"), model.state_dict(),
+                               {**self.task.checkpoint_meta(), "epoch": epoch, "val": val})
+                record = {"epoch": epoch + 1, "train_loss": running / max(n, 1), "seconds": time.time() - t0,
+                          **{f"val_{k}": v for k, v in val.items()}}
+                self._log(record)
+                if self.progress:
+                    shown = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                                      for k, v in record.items())
+                    tqdm.write(f"[{self.task.kind}] {shown}")
+            self._barrier()
+            epochs_run += 1
+        finished = not (loop.stop_after and start + epochs_run < loop.epochs)
+        summary = {"out": str(self.out), "last": str(self._ckpt("last")), "best": str(self._ckpt("best")),
+                   "finished": finished, "val": val}
+        if self.is_main:
+            write_json(self.out / "summary.json", summary)
+        if self.world > 1:
+            dist.destroy_process_group()
+        return summary

@@ -1,0 +1,76 @@
+import numpy as np
+
+from synboost.data.datasets import open_dataset
+from synboost.data.labels import ID_TO_TRAIN_ID, NUM_CLASSES, ids_to_train_ids
+from synboost.data.synthetic import generate_scene, ood_object, scene_seed, split_sizes
+
+
+def test_deterministic_for_a_seed():
+    a, b, c = generate_scene(11, 64, 128, n_ood=2), generate_scene(11, 64, 128, n_ood=2), generate_scene(12, 64, 128)
+    for k in ("image", "label_ids", "instance_ids", "anomaly"):
+        assert np.array_equal(getattr(a, k), getattr(b, k))
+    assert not np.array_equal(a.image, c.image)
+    # a scene's seed does not depend on the other splits' sizes
+    assert scene_seed(0, "test", 5) == scene_seed(0, "test", 5) != scene_seed(0, "val", 5)
+
+
+def test_label_space_and_anomaly_masks():
+    seen = np.zeros(NUM_CLASSES, int)
+    for s in range(40):
+        sc = generate_scene(s, 96, 192, n_ood=2, ego=s % 4 == 0)
+        ids = np.unique(sc.label_ids)
+        assert set(ids.tolist()) <= {0, 1} | {i for i in range(34) if ID_TO_TRAIN_ID[i] != 255}
+        train = ids_to_train_ids(sc.label_ids)
+        seen += np.bincount(train[train < 255], minlength=NUM_CLASSES) > 0
+        # anomalies are exactly the "unlabeled" pixels; the ego vehicle is void in both maps
+        assert np.array_equal(sc.anomaly == 1, sc.label_ids == 0)
+        assert np.array_equal(sc.anomaly == 255, sc.label_ids == 1)
+        assert (sc.anomaly == 1).any()
+        # instance ids: thing classes carry id*1000+k, stuff carries its label id
+        inst_cls = np.where(sc.instance_ids >= 1000, sc.instance_ids // 1000, sc.instance_ids)
+        assert np.array_equal(inst_cls, sc.label_ids)
+    # every one of the 19 classes occurs in the world (most of them in many scenes)
+    assert (seen > 0).all(), seen
+    assert (seen >= 5).sum() >= 14
+
+
+def test_classes_have_distinct_colour_statistics():
+    """Each class has its own colour statistics, so that a segmenter has something to learn."""
+    sums = np.zeros((NUM_CLASSES, 3))
+    counts = np.zeros(NUM_CLASSES)
+    for s in range(20):
+        sc = generate_scene(100 + s, 96, 192)
+        t = ids_to_train_ids(sc.label_ids)
+        for c in range(NUM_CLASSES):
+            m = t == c
+            sums[c] += sc.image[m].sum(0)
+            counts[c] += m.sum()
+    means = sums[counts > 0] / counts[counts > 0, None]
+    d = np.linalg.norm(means[:, None] - means[None], axis=-1) + np.eye(len(means)) * 1e9
+    assert d.min() > 3.0  # no two classes share a mean colour
+    road, sky = sums[0] / counts[0], sums[10] / counts[10]
+    assert sky[2] > road[2] + 20  # sky is bluer than the road
+
+
+def test_ood_objects():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        col, mask = ood_object(rng, 40)
+        assert col.shape == (40, 40, 3) and mask.shape == (40, 40) and mask.dtype == bool
+        assert 20 < mask.sum() < 1600
+
+
+def test_world_layout_is_read_by_the_readers(tiny_world):
+    sizes = split_sizes(60, 0.1, 0.2)
+    train = open_dataset(f"synthetic:{tiny_world}@train")
+    val = open_dataset(f"cityscapes:{tiny_world}@val")
+    test = open_dataset(f"synthetic:{tiny_world}")
+    assert (len(train), len(val), len(test)) == (sizes["train"], sizes["val"], sizes["test"])
+    s = train[0]
+    assert s["image"].shape == (64, 128, 3) and s["label"].shape == (64, 128)
+    assert s["label"].max() <= 255 and (s["label"] < 19).mean() > 0.9
+    t = test[0]
+    assert set(np.unique(t["anomaly"]).tolist()) <= {0, 1, 255} and (t["anomaly"] == 1).any()
+    assert np.array_equal(t["label"] == 255, t["anomaly"] != 0)  # anomalies and void are ignored semantically
+    inst = open_dataset(f"synthetic:{tiny_world}@train", with_instances=True)[0]["instances"]
+    assert inst.shape == (64, 128)
