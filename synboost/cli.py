@@ -92,6 +92,20 @@ def _detector_from_segmenter(ov):
     return build_detector(load_config(PipelineConfig, None, ov))
 
 
+def cmd_infer(a) -> None:
+    from synboost.inference import run_folder_distributed
+    from synboost.pipeline import load_pipeline
+
+    ov = list(a.overrides) + ([f"method={a.method}"] if a.method else [])
+    det = load_pipeline(a.pipeline, ov)
+    rep = run_folder_distributed(det, a.images, a.out, recursive=a.recursive, resume=not a.no_resume,
+                                 save=a.save, float16=a.float16, info={"pipeline": str(a.pipeline)})
+    c = rep["counts"]
+    print(f"{c['done']} done, {c['done_earlier']} done earlier, {c['skipped']} skipped -> {a.out}/ (report.json)")
+    for s in rep.get("skipped", [])[:10]:
+        print(f"  skipped: {s['reason']}")
+
+
 def cmd_demo(a) -> None:
     from synboost.config import DemoConfig, load_config
     from synboost.demo import run_demo
@@ -143,6 +157,18 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--fpr-rule", default="first_ge", choices=["first_ge", "first_gt", "closest", "interp"])
     e.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     e.set_defaults(fn=cmd_eval)
+
+    i = sub.add_parser("infer", help="anomaly maps for a folder of images (resumable, skips bad files)")
+    i.add_argument("--pipeline", required=True, help="pipeline file")
+    i.add_argument("--images", required=True, help="folder of images")
+    i.add_argument("--out", required=True, help="output folder (maps/, heatmaps/, overlays/, report.json)")
+    i.add_argument("--method", help="override the pipeline's method (msp, maxlogit, entropy, energy, sml, ...)")
+    i.add_argument("--save", default="npy,heatmap,overlay", help="npy,heatmap,overlay,segmentation")
+    i.add_argument("--float16", action="store_true", help="write maps as float16 .npz")
+    i.add_argument("--recursive", action="store_true")
+    i.add_argument("--no-resume", action="store_true", help="recompute images whose maps already exist")
+    i.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    i.set_defaults(fn=cmd_infer)
 
     m = sub.add_parser("demo", help="the whole job on the embedded synthetic world (CPU, minutes)")
     _add_config(m)

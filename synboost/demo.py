@@ -34,6 +34,16 @@ def _shrink(cfg: DemoConfig) -> None:
     cfg.segmentation.train.batch_size = 4
 
 
+def _place(cfg: DemoConfig) -> None:
+    """Every output of the demo lives under ``cfg.out``: the world in ``world/``, the segmenter in
+    ``segmentation/`` (the nested ``out`` and data paths are derived, whatever they were set to)."""
+    out = Path(cfg.out)
+    cfg.world.out = str(out / "world")
+    cfg.segmentation.out = str(out / "segmentation")
+    cfg.segmentation.data.train = f"synthetic:{cfg.world.out}@train"
+    cfg.segmentation.data.val = f"synthetic:{cfg.world.out}@val"
+
+
 def run_demo(cfg: DemoConfig, quick: bool = False, resume: bool = True) -> dict:
     from synboost.data.datasets import open_dataset
     from synboost.data.synthetic import write_world
@@ -43,6 +53,7 @@ def run_demo(cfg: DemoConfig, quick: bool = False, resume: bool = True) -> dict:
 
     if quick:
         _shrink(cfg)
+    _place(cfg)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")

@@ -14,7 +14,6 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 
 from synboost import scores
 from synboost.config import PipelineConfig, SegModelConfig, from_dict, load_config
@@ -139,7 +138,7 @@ def _resolve(path: str, base: Path | None) -> str:
 def build_detector(cfg: PipelineConfig, base: Path | None = None, device: str | None = None) -> PosthocDetector:
     from synboost.training.engine import pick_device
 
-    dev = pick_device(device or cfg.device)
+    dev = pick_device(device or cfg.device, int(os.environ.get("LOCAL_RANK", "0")))
     if not cfg.segmenter:
         raise ConfigError("pipeline: 'segmenter' is empty; give the segmenter checkpoint (a .safetensors file)")
     seg_path = _resolve(cfg.segmenter, base)

@@ -11,7 +11,9 @@ from typing import Mapping, Sequence
 import cv2
 import numpy as np
 
-from synboost.data.labels import colorize  # noqa: F401  (re-exported: label colourisation lives with the table)
+from synboost.data.labels import colorize
+
+__all__ = ["colorize", "heatmap", "mask_outline", "normalize_map", "overlay", "plot_curves", "tile"]
 
 
 def normalize_map(score: np.ndarray, lo: float | None = None, hi: float | None = None) -> np.ndarray:

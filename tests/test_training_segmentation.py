@@ -3,7 +3,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,7 +24,7 @@ def test_resume_equals_uninterrupted(tiny_world, tmp_path):
     from synboost.training.segmentation import train_segmentation
 
     common = ["train.epochs=2", "train.steps_per_epoch=3", "sml_stats=false"]
-    full = train_segmentation(_cfg(tiny_world, tmp_path / "a", *common), progress=False)
+    train_segmentation(_cfg(tiny_world, tmp_path / "a", *common), progress=False)
     part = train_segmentation(_cfg(tiny_world, tmp_path / "b", *common, "train.stop_after=1"), progress=False)
     assert not part["finished"] and not (tmp_path / "b" / "segmenter.safetensors").exists()
     rest = train_segmentation(_cfg(tiny_world, tmp_path / "b", *common), resume=True, progress=False)

@@ -41,11 +41,10 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
         with safe_open(str(path), framework="pt") as f:
             raw = (f.metadata() or {}).get("synboost")
     except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: not a synboost checkpoint (safetensors) ({e}); "
-                              "official checkpoints are converted with `synboost weights import`") from None
+        raise CheckpointError(f"{path}: not a synboost checkpoint (expected a .safetensors file written by "
+                              f"synboost; {e})") from None
     if raw is None:
-        raise CheckpointError(f"{path}: safetensors file without synboost metadata; convert it with "
-                              "`synboost weights import`")
+        raise CheckpointError(f"{path}: safetensors file without synboost metadata (not written by synboost)")
     return json.loads(raw)
 
 
