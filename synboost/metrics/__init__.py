@@ -2,17 +2,16 @@
 from synboost.metrics.components import PRESETS, TAUS, ComponentMetrics, ComponentResult, component_scores
 from synboost.metrics.pixel import (
     FPR_RULES,
-    BoundedPixelMetrics,
     Curves,
     FprRule,
     PixelCurve,
     PixelMetrics,
-    StreamingPixelMetrics,
     pixel_curve,
     pixel_curve_two_pass,
     pixel_metrics,
     pixel_metrics_two_pass,
 )
+from synboost.metrics.streaming import BoundedPixelMetrics, StreamingPixelMetrics
 from synboost.metrics.segmentation import ConfusionMatrix, SegmentationResult
 
 __all__ = [

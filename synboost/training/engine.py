@@ -36,6 +36,13 @@ from synboost.hub.checkpoint import load_into, load_model, load_state, save_mode
 
 
 class Task(Protocol):
+    """What a stage gives the engine. ``build_optimizer`` / ``build_scheduler`` may return one object or a dict of
+    them (a GAN has two). With ``manual_step = True`` the task's ``train_step(model, batch, device, optimizers)``
+    does its own backward passes and optimizer steps and returns a detached loss; otherwise the engine does
+    ``loss.backward(); optimizer.step()``. An optional ``wrap_distributed(model)`` replaces the default
+    ``DistributedDataParallel(model)`` (a GAN wraps its generator and discriminator separately), and an optional
+    ``after_step(model, global_step, out_dir)`` runs on rank 0 after every step (sample grids, ...)."""
+
     kind: str  #: checkpoint kind, e.g. "segmenter"
 
     def build_model(self) -> nn.Module: ...
@@ -62,6 +69,26 @@ def pick_device(spec: str = "auto", local_rank: int = 0) -> torch.device:
     if not torch.cuda.is_available():
         raise SynboostError("device 'cuda' asked for but no CUDA device is visible; use device=auto or cpu")
     return torch.device("cuda", local_rank)
+
+
+def _each(x) -> list:
+    return [] if x is None else list(x.values()) if isinstance(x, dict) else [x]
+
+
+def _state_of(x):
+    if x is None:
+        return {}
+    return {k: v.state_dict() for k, v in x.items()} if isinstance(x, dict) else x.state_dict()
+
+
+def _load_state(x, st) -> None:
+    if x is None or not st:
+        return
+    if isinstance(x, dict):
+        for k, v in x.items():
+            v.load_state_dict(st[k])
+    else:
+        x.load_state_dict(st)
 
 
 def _seed_all(*parts: int) -> None:
@@ -102,8 +129,7 @@ class Engine:
         meta = {**self.task.checkpoint_meta(), "epoch": epoch, "val": val}
         save_model(self._ckpt("last"), model.state_dict(), meta)
         save_state(self.out / "last_state.pt", {
-            "epoch": epoch, "best": best, "optimizer": opt.state_dict(),
-            "scheduler": sched.state_dict() if sched is not None else {},
+            "epoch": epoch, "best": best, "optimizer": _state_of(opt), "scheduler": _state_of(sched),
         })
 
     # --------------------------------------------------------------------------------------------------- fit
@@ -141,16 +167,20 @@ class Engine:
             sd, meta = load_model(self._ckpt("last"), self.task.kind)
             load_into(model, sd, str(self._ckpt("last")))
             st = load_state(self.out / "last_state.pt")
-            opt.load_state_dict(st["optimizer"])
-            if sched is not None and st.get("scheduler"):
-                sched.load_state_dict(st["scheduler"])
+            _load_state(opt, st["optimizer"])
+            _load_state(sched, st.get("scheduler"))
             start, best = int(st["epoch"]) + 1, float(st["best"])
             if self.is_main:
                 print(f"resuming from {self._ckpt('last')} (epoch {start} of {loop.epochs})")
         elif resume and self.is_main:
             print(f"no checkpoint in {self.out} to resume from; starting afresh")
 
-        net = nn.parallel.DistributedDataParallel(model) if self.world > 1 else model
+        if self.world > 1:
+            wrap = getattr(self.task, "wrap_distributed", None)
+            net = wrap(model) if wrap is not None else nn.parallel.DistributedDataParallel(model)
+        else:
+            net = model
+        manual = getattr(self.task, "manual_step", False)
         use_amp = loop.amp and self.device.type == "cuda"
         val: dict = {}
         epochs_run = 0
@@ -171,24 +201,31 @@ class Engine:
             for i, batch in enumerate(loader):
                 if i >= steps:
                     break
-                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-                    loss, logs = self.task.train_step(net, batch, self.device)
+                if manual:
+                    loss, logs = self.task.train_step(net, batch, self.device, opt)
+                else:
+                    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+                        loss, logs = self.task.train_step(net, batch, self.device)
                 if not torch.isfinite(loss):
                     raise SynboostError(f"{self.task.kind}: loss became {loss.item()} at epoch {epoch + 1} step "
                                         f"{i + 1}; the last good checkpoint is {self._ckpt('last')}; "
                                         "lower train.lr and resume")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                if sched is not None:
-                    sched.step()
+                if not manual:
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                for sc in _each(sched):
+                    sc.step()
                 running += float(loss.detach())
                 n += 1
+                after = getattr(self.task, "after_step", None)
+                if after is not None and self.is_main:
+                    after(model, epoch * steps + i + 1, self.out)
                 bar.set_postfix(loss=f"{running / n:.4f}")
                 bar.update()
                 if loop.log_every and (i + 1) % loop.log_every == 0:
                     self._log({"epoch": epoch + 1, "step": i + 1, "loss": float(loss.detach()),
-                               "lr": opt.param_groups[0]["lr"], **{k: float(v) for k, v in logs.items()}})
+                               "lr": _each(opt)[0].param_groups[0]["lr"], **{k: float(v) for k, v in logs.items()}})
             bar.close()
             if self.is_main:
                 val = self.task.validate(model, self.device)
