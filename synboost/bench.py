@@ -53,7 +53,7 @@ def run_segmenter_benchmark(out_json: str | None = None, quick: bool = False, de
                             batches: tuple[int, ...] | None = None, compile: bool = True) -> list[dict]:
     """Segmenter images/s: eager vs channels_last vs torch.compile (and bf16 autocast on CUDA)."""
     from synboost.models import create_model
-    from synboost.training.engine import pick_device
+    from synboost.runtime import pick_device
 
     dev = pick_device(device)
     cuda = dev.type == "cuda"

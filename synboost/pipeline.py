@@ -136,9 +136,9 @@ def _resolve(path: str, base: Path | None) -> str:
 
 
 def build_detector(cfg: PipelineConfig, base: Path | None = None, device: str | None = None) -> PosthocDetector:
-    from synboost.training.engine import pick_device
+    from synboost.runtime import pick_device
 
-    dev = pick_device(device or cfg.device, int(os.environ.get("LOCAL_RANK", "0")))
+    dev = pick_device(device or cfg.device)
     if not cfg.segmenter:
         raise ConfigError("pipeline: 'segmenter' is empty; give the segmenter checkpoint (a .safetensors file)")
     seg_path = _resolve(cfg.segmenter, base)

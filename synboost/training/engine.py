@@ -32,6 +32,7 @@ from tqdm import tqdm
 from synboost.config import LoopConfig, save_config
 from synboost.data.io import write_json
 from synboost.errors import SynboostError
+from synboost.runtime import dist_info, pick_device
 from synboost.hub.checkpoint import load_into, load_model, load_state, save_model, save_state
 
 
@@ -56,19 +57,6 @@ class Task(Protocol):
 
 class EpochSeeded(Protocol):
     def set_epoch(self, epoch: int) -> None: ...
-
-
-def _dist_info() -> tuple[int, int, int]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    return world, int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-
-
-def pick_device(spec: str = "auto", local_rank: int = 0) -> torch.device:
-    if spec == "cpu" or (spec == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise SynboostError("device 'cuda' asked for but no CUDA device is visible; use device=auto or cpu")
-    return torch.device("cuda", local_rank)
 
 
 def _each(x) -> list:
@@ -103,7 +91,7 @@ class Engine:
         self.task, self.loop, self.out = task, loop, Path(out_dir)
         self.config = config
         self.progress = progress
-        self.world, self.rank, self.local_rank = _dist_info()
+        self.world, self.rank, self.local_rank = dist_info()
         self.device = pick_device(loop.device, self.local_rank)
         self.log_path = self.out / "train_log.jsonl"
 
