@@ -19,12 +19,12 @@ def test_label_space_and_anomaly_masks():
     for s in range(40):
         sc = generate_scene(s, 96, 192, n_ood=2, ego=s % 4 == 0)
         ids = np.unique(sc.label_ids)
-        assert set(ids.tolist()) <= {0, 1} | {i for i in range(34) if ID_TO_TRAIN_ID[i] != 255}
+        assert set(ids.tolist()) <= {0, 1, 4} | {i for i in range(34) if ID_TO_TRAIN_ID[i] != 255}
         train = ids_to_train_ids(sc.label_ids)
         seen += np.bincount(train[train < 255], minlength=NUM_CLASSES) > 0
-        # anomalies are exactly the "unlabeled" pixels; the ego vehicle is void in both maps
+        # anomalies are exactly the "unlabeled" pixels; the ego vehicle and static clutter are void in both maps
         assert np.array_equal(sc.anomaly == 1, sc.label_ids == 0)
-        assert np.array_equal(sc.anomaly == 255, sc.label_ids == 1)
+        assert np.array_equal(sc.anomaly == 255, np.isin(sc.label_ids, [1, 4]))
         assert (sc.anomaly == 1).any()
         # instance ids: thing classes carry id*1000+k, stuff carries its label id
         inst_cls = np.where(sc.instance_ids >= 1000, sc.instance_ids // 1000, sc.instance_ids)

@@ -226,6 +226,20 @@ def paint_street_furniture(c: Canvas, rng, lay: Layout) -> None:
             c.paint(box, col, ID["traffic light"])
 
 
+def paint_void_objects(c: Canvas, rng, lay: Layout) -> None:
+    """Unlabelled clutter on the sidewalks (bins, boxes, bollards): Cityscapes' void "static" class. Ignored by the
+    segmenter; void in the anomaly masks (as Fishyscapes voids unknown background objects)."""
+    for _ in range(rng.integers(0, 4)):
+        t = rng.uniform(0.2, 1.0)
+        side = rng.choice([-1, 1])
+        xb = rng.uniform(lay.walk_l, lay.road_l) if side < 0 else rng.uniform(lay.road_r, lay.walk_r)
+        x, base, m = lay.x(t, xb), lay.y(t), lay.metre * t
+        w, h = m * rng.uniform(0.4, 0.9), m * rng.uniform(0.5, 1.1)
+        col = c.texture(jitter(rng, [(40, 70, 50), (90, 90, 95), (120, 85, 50), (50, 60, 110)][rng.integers(4)], 15),
+                        std=5, blotch=6)
+        c.paint(c.rect(x - w / 2, base - h, x + w / 2, base), col, ID["static"], anomaly=255)
+
+
 _VEHICLE = {  # class: (width m, height m, colour choices)
     "car": (1.8, 1.5, [(200, 30, 30), (30, 40, 150), (230, 230, 230), (25, 25, 25), (160, 165, 170), (40, 110, 60)]),
     "truck": (2.5, 3.4, [(240, 240, 240), (200, 120, 30), (60, 80, 140)]),

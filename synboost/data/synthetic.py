@@ -4,9 +4,10 @@ Each scene is a road in one-point perspective with sidewalks, terrain, building 
 vegetation, sky, poles with signs and traffic lights, and traffic (cars, trucks, buses, trams, people, riders,
 bicycles, motorcycles), drawn far to near. Every class has its own colour and texture statistics with
 per-scene variation (lighting, palette, noise), so a segmenter has to learn them and a generator can learn to
-redraw them. Test scenes also hold out-of-distribution objects on or near the road: shapes, colours and
+redraw them. Sidewalk clutter is Cityscapes' void "static" class. Test scenes also hold out-of-distribution objects on or near the road: shapes, colours and
 textures that belong to no class. Those pixels are "unlabeled" (label id 0 -> ignored) in the semantic ground
-truth and 1 in the anomaly mask; the ego vehicle's bonnet (label id 1) is void (255) in both.
+truth and 1 in the anomaly mask; the ego vehicle's bonnet (label id 1) and the static clutter (label id 4) are
+void (255) in both.
 
 Scenes are deterministic for (seed, split, index). :func:`write_world` writes the layouts the readers read:
 
@@ -27,9 +28,9 @@ import cv2
 import numpy as np
 
 from synboost.data.street import (ID, Canvas, Layout, jitter, paint_ground, paint_side, paint_sky,
-                                  paint_street_furniture, paint_traffic)
+                                  paint_street_furniture, paint_traffic, paint_void_objects)
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 
 @dataclass
@@ -139,6 +140,7 @@ def generate_scene(seed: int, height: int = 256, width: int = 512, n_ood: int = 
     for side in rng.permutation([-1, 1]):
         paint_side(c, rng, lay, int(side))
     paint_street_furniture(c, rng, lay)
+    paint_void_objects(c, rng, lay)
     paint_traffic(c, rng, lay)
     if n_ood:
         _paste_ood(c, rng, lay, n_ood)

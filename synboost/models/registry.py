@@ -30,4 +30,5 @@ def list_models() -> list[str]:
 
 
 def _import_all() -> None:
-    import synboost.models.segmenter  # noqa: F401
+    """Importing the package imports every model module, which registers its builders."""
+    import synboost.models  # noqa: F401
