@@ -106,3 +106,190 @@ def run_segmenter_benchmark(out_json: str | None = None, quick: bool = False, de
     if out_json:
         write_json(out_json, {"benchmark": "segmenter", "info": info, "rows": rows})
     return rows
+
+
+def _official_size_stages(dev, dis_size=(256, 512), seg_backbone="resnet101", width=1.0):
+    """Random-initialised stages at the official sizes: a DeepLabV3+ (ResNet-101, OS8: the stand-in for the
+    WideResNet-38 until its importer lands), the SPADE generator (ngf 64, VAE, 6 up-samplings) and the full-width
+    dissimilarity network at ``dis_size``, VGG19 for the perceptual difference."""
+    from synboost.config import DissimModelConfig, SynModelConfig
+    from synboost.models.vgg import VGG19Pyramid
+    from synboost.pipeline import SynBoostDetector, build_dissimilarity, build_generator
+
+    seg = create_seg(seg_backbone).to(dev).eval()
+    gen = build_generator(SynModelConfig(num_upsampling=6), dis_size).to(dev).eval()
+    dis = build_dissimilarity(DissimModelConfig(width=width, vgg_pretrained=False)).to(dev).eval()
+    vgg = VGG19Pyramid().to(dev).eval()
+    return SynBoostDetector(seg, gen, dis, vgg, dis_size, device=dev)
+
+
+def create_seg(backbone: str):
+    from synboost.models import create_model
+
+    return create_model("deeplabv3plus", backbone=backbone, output_stride=8 if backbone.startswith("resnet") else 16)
+
+
+@torch.no_grad()
+def official_style_loop(det, image):
+    """One image the way the official ``estimator_image`` does it: batch 1, float32, every intermediate map
+    copied to the CPU, quantised to uint8 and resized there (nearest), then sent back."""
+    import cv2
+    import numpy as np
+    import torch.nn.functional as F
+
+    from synboost.models.generator import resynthesize
+    from synboost.perceptual import perceptual_difference
+    from synboost.pipeline import images_to_batch, imagenet_normalize01
+
+    dev = det.device
+    h, w = det.size
+    logits = det.model(images_to_batch([image], dev))
+    p = F.softmax(logits, 1)[0].cpu().numpy()
+    ent = -(p * np.log(np.maximum(p, 1e-30))).sum(0)
+    ent = ((ent - ent.min()) / ent.max() * 255).astype(np.uint8)
+    top = np.sort(p, 0)
+    d = top[-1] - top[-2]
+    dist = ((1 - (d - d.min()) / d.max()) * 255).astype(np.uint8)
+    pred = cv2.resize(p.argmax(0).astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
+    small = cv2.resize(image, (w, h), interpolation=cv2.INTER_CUBIC)
+    lab = torch.from_numpy(pred.astype(np.int64))[None].to(dev)
+    img01 = torch.from_numpy(small).permute(2, 0, 1)[None].float().div(255).to(dev)
+    syn = (resynthesize(det.generator, lab, img01)[0].permute(1, 2, 0).cpu().numpy() * 255).astype(np.uint8)
+    real_n = imagenet_normalize01(torch.from_numpy(cv2.resize(image, (w, h), interpolation=cv2.INTER_NEAREST))
+                                  .permute(2, 0, 1)[None].float().div(255).to(dev))
+    syn_n = imagenet_normalize01(torch.from_numpy(syn).permute(2, 0, 1)[None].float().div(255).to(dev))
+    mae = (perceptual_difference(det.vgg19, real_n, syn_n)[0].cpu().numpy() * 255).astype(np.uint8)
+    pri = [cv2.resize(m, (w, h), interpolation=cv2.INTER_NEAREST) for m in (ent, mae, dist)]
+    pri_t = torch.from_numpy(np.stack(pri)).float().div(255)[None].to(dev)
+    onehot = F.one_hot(lab, 19).permute(0, 3, 1, 2).float()
+    prob = F.softmax(det.dissim(real_n, syn_n, onehot, pri_t), 1)[0, 1].cpu().numpy()
+    score = 0.75 * prob + 0.25 * pri[0] / 255.0
+    return cv2.resize(score, (image.shape[1], image.shape[0]))
+
+
+def _stage_times(det, images, dev) -> dict:
+    """Per-stage milliseconds of the batched detector (same code path as ``SynBoostDetector._maps``)."""
+    import torch.nn.functional as F
+
+    from synboost import scores
+    from synboost.models.generator import resynthesize
+    from synboost.perceptual import perceptual_difference
+    from synboost.pipeline import images_to_batch, imagenet_normalize01, resize_maps
+
+    out = {}
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+
+    def t(name, fn):
+        sync()
+        t0 = time.perf_counter()
+        r = fn()
+        sync()
+        out[name] = out.get(name, 0.0) + 1000 * (time.perf_counter() - t0)
+        return r
+    with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=det.amp and dev.type == "cuda"):
+        batch = t("decode+upload", lambda: images_to_batch(images, dev))
+        logits = t("segmentation", lambda: det.model(batch))
+        ent, dist, lab = t("uncertainty maps", lambda: (scores.synboost_entropy(logits),
+                                                        scores.synboost_distance(logits), logits.argmax(1)))
+        mean = torch.tensor((0.485, 0.456, 0.406), device=dev).view(1, 3, 1, 1)
+        std = torch.tensor((0.229, 0.224, 0.225), device=dev).view(1, 3, 1, 1)
+        lab, ent, dist, img01 = t("resize", lambda: resize_maps(det.size, lab, (ent, dist),
+                                                                (batch * std + mean).clamp(0, 1)))
+        syn = t("synthesis", lambda: resynthesize(det.generator, lab, img01))
+        img_n, syn_n = imagenet_normalize01(img01), imagenet_normalize01(syn)
+        mae = t("perceptual difference", lambda: perceptual_difference(det.vgg19, img_n, syn_n))
+        onehot = F.one_hot(lab, 19).permute(0, 3, 1, 2).to(img_n.dtype)
+        t("dissimilarity", lambda: det.dissim(img_n, syn_n, onehot, torch.stack([ent, mae, dist], 1).to(img_n.dtype)))
+    return {k: v / len(images) for k, v in out.items()}
+
+
+def run_pipeline_benchmark(out_json: str | None = None, quick: bool = False, device: str = "auto",
+                           size: tuple[int, int] = (512, 1024), batch: int = 8, images: int = 16) -> list[dict]:
+    """End-to-end SynBoost images/s at ``size``: the batched detector (fp32, and bf16 on CUDA) against the
+    official-style per-image loop, in the same process on the same random-initialised networks; per-stage ms."""
+    import numpy as np
+
+    from synboost.runtime import pick_device
+
+    dev = pick_device(device)
+    cuda = dev.type == "cuda"
+    if quick:
+        size, batch, images = (128, 256), 2, 4
+        det = _official_size_stages(dev, (64, 128), "tiny", 0.25)
+    else:
+        det = _official_size_stages(dev)
+        if not cuda:
+            images, batch = 2, 1
+    rng = np.random.default_rng(0)
+    imgs = [rng.integers(0, 255, (*size, 3), dtype=np.uint8) for _ in range(images)]
+    rows = []
+    t0 = time.perf_counter()
+    for im in imgs[: max(2, images // 4)]:
+        official_style_loop(det, im)
+    if cuda:
+        torch.cuda.synchronize()
+    n_loop = max(2, images // 4)
+    loop_s = (time.perf_counter() - t0) / n_loop
+    rows.append({"variant": "official-style per-image loop (fp32, CPU round trips)", "batch": 1,
+                 "images_per_s": 1 / loop_s, "ms_per_image": 1000 * loop_s})
+    for amp in ((False, True) if cuda else (False,)):
+        det.amp, det.batch_size = amp, batch
+        det(imgs[:batch])  # warm-up
+        if cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        det(imgs)
+        if cuda:
+            torch.cuda.synchronize()
+        s = (time.perf_counter() - t0) / len(imgs)
+        row = {"variant": f"batched detector ({'bf16' if amp else 'fp32'})", "batch": batch, "images_per_s": 1 / s,
+               "ms_per_image": 1000 * s, "speedup_vs_loop": loop_s / s}
+        row.update({f"ms {k}": v for k, v in _stage_times(det, imgs[:batch], dev).items()})
+        rows.append(row)
+    info = device_info(dev)
+    print(f"\nSynBoost end to end at {size[0]}x{size[1]} (stages at {det.size[0]}x{det.size[1]}) on "
+          f"{info.get('gpu', info['cpu'])}, torch {info['torch']}")
+    cols = ["variant", "batch", "images_per_s", "ms_per_image", "speedup_vs_loop"] + \
+        sorted({k for r in rows for k in r if k.startswith("ms ")})
+    print(format_rows(rows, cols))
+    if out_json:
+        write_json(out_json, {"benchmark": "pipeline", "size": list(size), "info": info, "rows": rows})
+    return rows
+
+
+def run_synthesis_benchmark(out_json: str | None = None, quick: bool = False, device: str = "auto") -> list[dict]:
+    """Resynthesis images/s of the official-size SPADE generator (ngf 64, VAE, 6 up-samplings) at 256x512 and
+    512x1024: fp32, and bf16 / channels_last on CUDA."""
+    from synboost.config import SynModelConfig
+    from synboost.models.generator import resynthesize
+    from synboost.pipeline import build_generator
+    from synboost.runtime import pick_device
+
+    dev = pick_device(device)
+    cuda = dev.type == "cuda"
+    sizes = ((64, 128),) if quick else ((256, 512), (512, 1024))
+    rows = []
+    for size in sizes:
+        m = SynModelConfig(ngf=16 if quick else 64, num_upsampling=4 if quick else 6)
+        gen = build_generator(m, size).to(dev).eval()
+        for bs in ((1, 8) if cuda else (1,)):
+            labels = torch.randint(0, 19, (bs, *size), device=dev)
+            image = torch.rand(bs, 3, *size, device=dev)
+            for variant, dtype in ([("eager", torch.float32), ("eager", torch.bfloat16),
+                                    ("channels_last", torch.bfloat16)] if cuda else [("eager", torch.float32)]):
+                g = gen.to(memory_format=torch.channels_last) if variant == "channels_last" else gen
+
+                def run():
+                    with torch.autocast(dev.type, dtype=dtype, enabled=dtype != torch.float32):
+                        return resynthesize(g, labels, image)
+                sec = time_fn(run, dev, warmup=1, iters=5 if cuda else 2)
+                rows.append({"size": f"{size[0]}x{size[1]}", "batch": bs, "variant": variant,
+                             "dtype": str(dtype)[6:], "ms_per_batch": 1000 * sec, "images_per_s": bs / sec})
+                print(f"  {rows[-1]['size']} bs{bs} {variant} {rows[-1]['dtype']}: {rows[-1]['images_per_s']:.2f} img/s")
+    info = device_info(dev)
+    print(f"\nSPADE generator (ngf 64, VAE encoder, deterministic) on {info.get('gpu', info['cpu'])}, "
+          f"torch {info['torch']}")
+    print(format_rows(rows, ["size", "batch", "variant", "dtype", "ms_per_batch", "images_per_s"]))
+    if out_json:
+        write_json(out_json, {"benchmark": "synthesis", "info": info, "rows": rows})
+    return rows

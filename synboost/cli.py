@@ -42,9 +42,21 @@ def cmd_data_synth(a) -> None:
 
 
 def cmd_train(a) -> None:
-    from synboost.config import SegmentationConfig, load_config
+    from synboost.config import DissimilarityConfig, SegmentationConfig, SynthesisConfig, load_config
 
-    if a.stage == "segmentation":
+    if a.stage == "dissimilarity":
+        from synboost.training.dissimilarity import train_dissimilarity
+
+        s = train_dissimilarity(load_config(DissimilarityConfig, a.config, a.overrides), resume=a.resume)
+        print(f"dissimilarity: {s.get('dissimilarity', s['last'])}; held-out {s['val']}")
+        if "pipeline" in s:
+            print(f"SynBoost pipeline file: {s['pipeline']}")
+    elif a.stage == "synthesis":
+        from synboost.training.synthesis import train_synthesis
+
+        s = train_synthesis(load_config(SynthesisConfig, a.config, a.overrides), resume=a.resume)
+        print(f"generator: {s.get('generator', s['last'])}; validation {s['val']}")
+    elif a.stage == "segmentation":
         from synboost.training.segmentation import train_segmentation
 
         cfg = load_config(SegmentationConfig, a.config, a.overrides)
@@ -53,7 +65,7 @@ def cmd_train(a) -> None:
         if "pipeline" in s:
             print(f"pipeline file: {s['pipeline']}")
     else:
-        raise SynboostError(f"stage '{a.stage}' is not available yet in this version")
+        raise SynboostError(f"stage '{a.stage}' is not available yet in this version")  # pebal
 
 
 def cmd_eval(a) -> None:
@@ -106,6 +118,16 @@ def cmd_infer(a) -> None:
         print(f"  skipped: {s['reason']}")
 
 
+def cmd_synthesize(a) -> None:
+    from synboost.inference import synthesize_folder
+    from synboost.runtime import pick_device
+    from synboost.training.synthesis import load_generator
+
+    gen = load_generator(a.generator, pick_device(a.device))
+    rep = synthesize_folder(gen, a.labels, a.out, a.images)
+    print(f"{len(rep['done'])} redrawn, {len(rep['skipped'])} skipped -> {a.out}/")
+
+
 def cmd_demo(a) -> None:
     from synboost.config import DemoConfig, load_config
     from synboost.demo import run_demo
@@ -124,6 +146,14 @@ def cmd_bench(a) -> None:
         from synboost.bench import run_segmenter_benchmark
 
         run_segmenter_benchmark(out_json=a.out or "benchmarks/results/segmenter.json", quick=a.quick)
+    elif a.what == "synthesis":
+        from synboost.bench import run_synthesis_benchmark
+
+        run_synthesis_benchmark(out_json=a.out or "benchmarks/results/synthesis.json", quick=a.quick)
+    elif a.what == "pipeline":
+        from synboost.bench import run_pipeline_benchmark
+
+        run_pipeline_benchmark(out_json=a.out or "benchmarks/results/pipeline.json", quick=a.quick)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -149,7 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--pipeline", help="pipeline file (pipelines/*.yaml or a run's pipeline.yaml)")
     e.add_argument("--segmenter", help="segmenter checkpoint (instead of a pipeline file)")
     e.add_argument("--method", action="append", default=None,
-                   help="msp, maxlogit, entropy, energy, sml, mcdropout (comma list or repeat; 'all'); "
+                   help="msp, maxlogit, entropy, energy, sml, mcdropout, synboost, dissimilarity (comma list or "
+                        "repeat; 'all'); "
                         "default: the pipeline's")
     e.add_argument("--data", action="append", required=True, help="dataset spec KIND:DIR (repeatable)")
     e.add_argument("--out", help="folder for metrics.json/.md, curves and examples")
@@ -170,6 +201,14 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     i.set_defaults(fn=cmd_infer)
 
+    y = sub.add_parser("synthesize", help="redraw label maps with a trained generator")
+    y.add_argument("--generator", required=True, help="generator.safetensors of `synboost train synthesis`")
+    y.add_argument("--labels", required=True, help="folder of train-id label maps (*.png, 255 = ignore)")
+    y.add_argument("--images", help="folder of the real images (same names) for the style encoder")
+    y.add_argument("--out", required=True)
+    y.add_argument("--device", default="auto")
+    y.set_defaults(fn=cmd_synthesize)
+
     m = sub.add_parser("demo", help="the whole job on the embedded synthetic world (CPU, minutes)")
     _add_config(m)
     m.add_argument("--quick", action="store_true", help="a much smaller run (for smoke tests)")
@@ -177,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(fn=cmd_demo)
 
     b = sub.add_parser("bench", help="benchmarks (print a table, write JSON)")
-    b.add_argument("what", choices=["metrics", "segmenter"])
+    b.add_argument("what", choices=["metrics", "segmenter", "synthesis", "pipeline"])
     b.add_argument("--sizes", help="metrics: pixel counts, e.g. 20e6,200e6")
     b.add_argument("--out")
     b.add_argument("--quick", action="store_true")

@@ -169,17 +169,116 @@ class SegmentationConfig:
 class PipelineConfig:
     """A pipeline file (``pipelines/*.yaml``): how trained stages compose into one anomaly detector."""
 
-    method: str = "entropy"  #: msp | maxlogit | entropy | energy | sml | mcdropout (later: synboost, pebal)
+    method: str = "entropy"  #: msp | maxlogit | entropy | energy | sml | mcdropout | synboost | dissimilarity
     segmenter: str = ""  #: our segmenter checkpoint (.safetensors); relative paths are relative to the file
-    input_size: list[int] = dataclasses.field(default_factory=list)  #: resize inputs to (H, W); [] = native
+    input_size: list[int] = dataclasses.field(default_factory=list)  #: segmenter input (H, W); [] = native
     batch_size: int = 4
     device: str = "auto"
     mc_samples: int = 8  #: passes for mcdropout
+    amp: bool = True  #: bf16 autocast on CUDA (ignored on the CPU)
+    generator: str = ""  #: SynBoost: generator checkpoint (generator.safetensors)
+    dissimilarity: str = ""  #: SynBoost: dissimilarity checkpoint (dissimilarity.safetensors)
+    ensemble: bool = True  #: SynBoost's final fusion: w0 * dissimilarity softmax + w1 * normalised entropy
+    ensemble_weights: list[float] = dataclasses.field(default_factory=lambda: [0.75, 0.25])
+    perceptual_vgg_pretrained: bool = True  #: ImageNet VGG19 for the perceptual difference (local file)
+    perceptual_vgg_path: str = ""
+
+
+@dataclasses.dataclass
+class SynModelConfig:
+    ngf: int = 64
+    num_upsampling: int = 5  #: coarse grid = size / 2**n (SPADE: 5 "normal", 6 "more" as the official 256x512)
+    z_dim: int = 256
+    use_vae: bool = True  #: style encoder on the real image (as the official CC-FPSE model); z = mu at inference
+    edge_channel: bool = False  #: + a boundary channel (the official model: 35 label ids + instance edges)
+    nef: int = 64
+    encoder_size: int = 256
+    ndf: int = 64
+    num_d: int = 2
+    n_layers_d: int = 4
+    spectral: bool = True
+    spade_hidden: int = 128  #: channels of SPADE's shared conv (128 in the paper; smaller for CPU runs)
+
+
+@dataclasses.dataclass
+class SynDataConfig:
+    train: str = "cityscapes:data/cityscapes@train"
+    val: str = "cityscapes:data/cityscapes@val"
+    size: list[int] = dataclasses.field(default_factory=lambda: [256, 512])  #: (H, W) of the generator
+    flip: bool = True
+
+
+@dataclasses.dataclass
+class SynthesisConfig:
+    """``synboost train synthesis``: a SPADE generator that redraws the scene from the label map."""
+
+    out: str = "runs/synthesis"
+    model: SynModelConfig = dataclasses.field(default_factory=SynModelConfig)
+    data: SynDataConfig = dataclasses.field(default_factory=SynDataConfig)
+    train: LoopConfig = dataclasses.field(default_factory=lambda: LoopConfig(lr=2e-4, batch_size=4, weight_decay=0.0))
+    beta1: float = 0.0
+    beta2: float = 0.9
+    ttur: bool = True  #: generator lr/2, discriminator lr*2 (SPADE's two time-scale update rule)
+    lambda_feat: float = 10.0
+    lambda_vgg: float = 10.0
+    lambda_kld: float = 0.05
+    lambda_l1: float = 0.0  #: pixel L1 to the real image (not in SPADE; speeds up short CPU runs)
+    vgg_pretrained: bool = True  #: ImageNet VGG19 for the perceptual loss (vgg19-dcbb9e9d.pth, local file)
+    vgg_path: str = ""
+    sample_every: int = 200  #: steps between sample grids (label | real | redrawn) in <out>/samples
+    val_images: int = 32
+
+
+@dataclasses.dataclass
+class DissimModelConfig:
+    priors: list[str] = dataclasses.field(default_factory=lambda: ["entropy", "perceptual", "distance"])
+    semantic: bool = True  #: semantic encoder on the label map
+    correlation: bool = True
+    spade: str = "decoder"  #: decoder | encoder | both | none
+    width: float = 1.0  #: 1.0 = the official network; smaller for CPU training from scratch
+    vgg_pretrained: bool = True  #: ImageNet VGG16 initialisation of the encoder (vgg16-397923af.pth, local file)
+    vgg_path: str = ""
+
+
+@dataclasses.dataclass
+class DissimDataConfig:
+    train: str = "cityscapes:data/cityscapes@train"  #: needs instance ids (label switching)
+    size: list[int] = dataclasses.field(default_factory=lambda: [256, 512])  #: (H, W) of the dissimilarity stage
+    heldout_fraction: float = 0.1  #: training images held out for model selection (never the evaluation set)
+    variants: int = 2  #: anomaly variants made per training image (the first uses the predicted label map)
+    switch_instances: bool = True  #: SynBoost / Lis et al. label switching
+    void_anomalies: bool = True  #: void regions as anomalies (the paper's data generator)
+    flip: bool = True
+    max_images: int = 0  #: 0 = all
+
+
+@dataclasses.dataclass
+class DissimilarityConfig:
+    """``synboost train dissimilarity``: the dissimilarity network on anomalies made from the training set."""
+
+    out: str = "runs/dissimilarity"
+    segmenter: str = ""  #: segmenter checkpoint (segmenter.safetensors)
+    generator: str = ""  #: generator checkpoint (generator.safetensors)
+    seg_size: list[int] = dataclasses.field(default_factory=list)  #: segmenter input (H, W); [] = native
+    perceptual_vgg_pretrained: bool = True  #: ImageNet VGG19 for the perceptual difference (vgg19-dcbb9e9d.pth)
+    perceptual_vgg_path: str = ""
+    model: DissimModelConfig = dataclasses.field(default_factory=DissimModelConfig)
+    data: DissimDataConfig = dataclasses.field(default_factory=DissimDataConfig)
+    train: LoopConfig = dataclasses.field(default_factory=lambda: LoopConfig(lr=1e-4, batch_size=4, weight_decay=0.0,
+                                                                              epochs=50))
+    beta1: float = 0.5
+    beta2: float = 0.999
+    class_weights: bool = True  #: w_c = 1 / ln(1.02 + f_c) from the training labels (the official ENet weights)
+    plateau_patience: int = 10
+    plateau_factor: float = 0.5
 
 
 @dataclasses.dataclass
 class DemoConfig:
-    """``synboost demo``: the whole job on the embedded synthetic world, on the CPU, in minutes."""
+    """``synboost demo``: the whole job on the embedded synthetic world, on the CPU, in minutes. The three stages
+    are small versions of the real ones (a tiny DeepLabV3+, a narrow SPADE generator, a dissimilarity network at
+    a quarter of the official width), trained from scratch since no ImageNet weights can be assumed offline;
+    synthesis and dissimilarity run at half the segmentation resolution per side (the official ratio is 1/4)."""
 
     out: str = "runs/demo"
     world: SyntheticWorldConfig = dataclasses.field(
@@ -191,4 +290,19 @@ class DemoConfig:
                            crop=[128, 256], scale_min=0.75, scale_max=1.5),
         train=LoopConfig(epochs=12, batch_size=8, lr=0.05, workers=0, log_every=10),
     ))
-    methods: list[str] = dataclasses.field(default_factory=lambda: ["msp", "maxlogit", "entropy", "energy", "sml"])
+    synthesis: SynthesisConfig = dataclasses.field(default_factory=lambda: SynthesisConfig(
+        out="runs/demo/synthesis",
+        model=SynModelConfig(ngf=16, num_upsampling=4, z_dim=64, nef=16, encoder_size=128, ndf=32, n_layers_d=3,
+                             spade_hidden=32),
+        data=SynDataConfig(size=[64, 128]),
+        train=LoopConfig(epochs=4, batch_size=4, lr=4e-4, weight_decay=0.0, workers=0, log_every=10),
+        lambda_vgg=0.0, lambda_l1=30.0, lambda_kld=0.005, vgg_pretrained=False, sample_every=100, val_images=16,
+    ))
+    dissimilarity: DissimilarityConfig = dataclasses.field(default_factory=lambda: DissimilarityConfig(
+        out="runs/demo/dissimilarity", perceptual_vgg_pretrained=False,
+        model=DissimModelConfig(width=0.25, vgg_pretrained=False),
+        data=DissimDataConfig(size=[64, 128], variants=2),
+        train=LoopConfig(epochs=8, batch_size=4, lr=5e-4, weight_decay=0.0, workers=0, log_every=20),
+    ))
+    methods: list[str] = dataclasses.field(default_factory=lambda: ["msp", "maxlogit", "entropy", "energy", "sml",
+                                                                    "dissimilarity", "synboost"])

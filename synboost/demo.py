@@ -1,14 +1,17 @@
 """``synboost demo``: the main job on the embedded default, on a fresh machine, with no data and no weights.
 
-world -> segmentation stage -> the post-hoc baselines on held-out anomaly scenes -> table, curves, heatmaps.
-Each step that already finished (same config) is reused, so an interrupted demo continues where it stopped.
-The synthesis and dissimilarity stages join this job as they land.
+world -> segmentation -> synthesis -> dissimilarity -> SynBoost and the post-hoc baselines on held-out anomaly
+scenes -> table, curves, heatmaps. A step that already finished with the same config is reused, so an
+interrupted demo continues where it stopped (a stage's own training also resumes from its last epoch).
 """
 from __future__ import annotations
 
 import json
 import time
 from pathlib import Path
+from typing import Callable
+
+import yaml
 
 from synboost.config import DemoConfig, save_config, to_dict
 from synboost.data.io import write_json, write_text
@@ -26,22 +29,49 @@ def _world_is_current(cfg) -> bool:
             and meta.get("splits") == split_sizes(cfg.n, cfg.val_fraction, cfg.test_fraction))
 
 
+def _stage_done(cfg, product: str) -> bool:
+    """The stage's run folder holds a finished run of exactly this config and its product file."""
+    out = Path(cfg.out)
+    summary = out / "summary.json"
+    return ((out / product).is_file() and summary.is_file() and json.loads(summary.read_text()).get("finished")
+            and (out / "config.yaml").is_file()
+            and (out / "config.yaml").read_text() == yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
 def _shrink(cfg: DemoConfig) -> None:
-    """--quick: a smoke-test sized run (seconds, not minutes)."""
+    """--quick: a smoke-test sized run (about a minute)."""
     cfg.world.n, cfg.world.height, cfg.world.width = 40, 64, 128
     cfg.segmentation.data.crop = [64, 128]
-    cfg.segmentation.train.epochs = 2
-    cfg.segmentation.train.batch_size = 4
+    cfg.segmentation.train.epochs, cfg.segmentation.train.batch_size = 2, 4
+    cfg.synthesis.data.size, cfg.synthesis.model.num_upsampling = [32, 64], 4
+    cfg.synthesis.train.epochs = 1
+    cfg.dissimilarity.data.size, cfg.dissimilarity.train.epochs = [32, 64], 1
 
 
 def _place(cfg: DemoConfig) -> None:
-    """Every output of the demo lives under ``cfg.out``: the world in ``world/``, the segmenter in
-    ``segmentation/`` (the nested ``out`` and data paths are derived, whatever they were set to)."""
+    """Every output of the demo lives under ``cfg.out``; the stages' folders and inputs are derived from it."""
     out = Path(cfg.out)
     cfg.world.out = str(out / "world")
-    cfg.segmentation.out = str(out / "segmentation")
-    cfg.segmentation.data.train = f"synthetic:{cfg.world.out}@train"
-    cfg.segmentation.data.val = f"synthetic:{cfg.world.out}@val"
+    train, val = f"synthetic:{cfg.world.out}@train", f"synthetic:{cfg.world.out}@val"
+    cfg.segmentation.out, cfg.synthesis.out = str(out / "segmentation"), str(out / "synthesis")
+    cfg.dissimilarity.out = str(out / "dissimilarity")
+    cfg.segmentation.data.train, cfg.segmentation.data.val = train, val
+    cfg.synthesis.data.train, cfg.synthesis.data.val = train, val
+    cfg.dissimilarity.data.train = train
+    cfg.dissimilarity.segmenter = str(out / "segmentation" / "segmenter.safetensors")
+    cfg.dissimilarity.generator = str(out / "synthesis" / "generator.safetensors")
+
+
+def _step(title: str, done: bool, run: Callable[[], object], times: dict, key: str) -> bool:
+    """Run one step unless it is done; returns whether it ran (then every later step runs too)."""
+    print(title)
+    t = time.time()
+    if done:
+        print("      already done with this config, reused")
+    else:
+        run()
+    times[key] = time.time() - t
+    return not done
 
 
 def run_demo(cfg: DemoConfig, quick: bool = False, resume: bool = True) -> dict:
@@ -49,7 +79,9 @@ def run_demo(cfg: DemoConfig, quick: bool = False, resume: bool = True) -> dict:
     from synboost.data.synthetic import write_world
     from synboost.evaluation import evaluate, markdown_table
     from synboost.pipeline import load_pipeline
+    from synboost.training.dissimilarity import train_dissimilarity
     from synboost.training.segmentation import train_segmentation
+    from synboost.training.synthesis import train_synthesis
 
     if quick:
         _shrink(cfg)
@@ -58,55 +90,50 @@ def run_demo(cfg: DemoConfig, quick: bool = False, resume: bool = True) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     times: dict[str, float] = {}
+    w, seg, syn, dis = cfg.world, cfg.segmentation, cfg.synthesis, cfg.dissimilarity
+    ran = _step(f"[1/5] synthetic world: {w.n} scenes of {w.height}x{w.width} -> {w.out}",
+                resume and _world_is_current(w), lambda: write_world(w), times, "world")
+    ran |= _step(f"[2/5] segmentation: DeepLabV3+ ({seg.model.backbone} trunk), {seg.train.epochs} epochs",
+                 resume and not ran and _stage_done(seg, "segmenter.safetensors"),
+                 lambda: train_segmentation(seg, resume=resume and not ran), times, "segmentation")
+    ran_syn = _step(f"[3/5] synthesis: SPADE generator at {syn.data.size[0]}x{syn.data.size[1]}, {syn.train.epochs} "
+                    "epochs", resume and not ran and _stage_done(syn, "generator.safetensors"),
+                    lambda: train_synthesis(syn, resume=resume and not ran), times, "synthesis")
+    ran |= ran_syn
+    _step(f"[4/5] dissimilarity: anomaly data (label switching + void) and {dis.train.epochs} epochs",
+          resume and not ran and _stage_done(dis, "dissimilarity.safetensors"),
+          lambda: train_dissimilarity(dis, resume=resume and not ran), times, "dissimilarity")
 
-    print(f"[1/3] synthetic world: {cfg.world.n} scenes of {cfg.world.height}x{cfg.world.width} -> {cfg.world.out}")
-    t = time.time()
-    if resume and _world_is_current(cfg.world):
-        print("      already there, reused")
-    else:
-        write_world(cfg.world)
-    times["world"] = time.time() - t
-
-    seg = cfg.segmentation
-    print(f"[2/3] segmentation stage: DeepLabV3+ ({seg.model.backbone} trunk), {seg.train.epochs} epochs on the CPU"
-          if seg.train.device != "cuda" else "[2/3] segmentation stage")
-    t = time.time()
-    seg_summary_path = Path(seg.out) / "summary.json"
-    seg_ckpt = Path(seg.out) / "segmenter.safetensors"
-    done = resume and seg_ckpt.is_file() and seg_summary_path.is_file() and \
-        json.loads(seg_summary_path.read_text()).get("finished") and \
-        (Path(seg.out) / "config.yaml").read_text() == _yaml(seg)
-    if done:
-        print("      already trained, reused")
-    else:
-        train_segmentation(seg, resume=resume)
-    times["segmentation"] = time.time() - t
-
-    print(f"[3/3] evaluation on {cfg.world.out}/anomaly/test (held-out scenes with out-of-distribution objects)")
+    print(f"[5/5] evaluation on {w.out}/anomaly/test (held-out scenes with out-of-distribution objects)")
     t = time.time()
     from synboost.pipeline import write_pipeline_file
 
-    pipe = write_pipeline_file(out / "pipeline.yaml", segmenter=str(seg_ckpt.resolve()), method="entropy",
-                               batch_size=seg.train.batch_size)
+    pipe = write_pipeline_file(
+        out / "pipeline.yaml", method="synboost", segmenter=str(Path(dis.segmenter).resolve()),
+        generator=str(Path(dis.generator).resolve()),
+        dissimilarity=str((Path(dis.out) / "dissimilarity.safetensors").resolve()),
+        perceptual_vgg_pretrained=dis.perceptual_vgg_pretrained, batch_size=seg.train.batch_size)
     det = load_pipeline(pipe)
-    test = open_dataset(f"synthetic:{cfg.world.out}")
-    report = evaluate(det, test, cfg.methods, out / "eval", dataset_name="synthetic anomaly test")
+    report = evaluate(det, open_dataset(f"synthetic:{w.out}"), cfg.methods, out / "eval",
+                      dataset_name="synthetic anomaly test")
     times["evaluation"] = time.time() - t
-    val_miou = json.loads(seg_summary_path.read_text())["val"].get("score")
-    summary = {"report": report, "segmenter_val_miou": val_miou, "seconds": times, "config": to_dict(cfg)}
+    val = {k: json.loads((Path(c.out) / "summary.json").read_text())["best_val"] for k, c in
+           (("segmentation", seg), ("synthesis", syn), ("dissimilarity", dis))}
+    summary = {"report": report, "stages": val, "seconds": times, "config": to_dict(cfg)}
     write_json(out / "report.json", summary)
-    table = markdown_table(report)
-    text = (f"# synboost demo\n\nSegmenter mIoU on held-out clean scenes: {100 * val_miou:.1f}\n\n{table}\n"
-            f"Time: " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()) + "\n")
+    sv, dv = val["synthesis"], val["dissimilarity"]
+    text = (f"# synboost demo\n\n"
+            f"- segmenter mIoU on held-out clean scenes: {100 * val['segmentation']['score']:.1f} "
+            f"(epoch {val['segmentation']['epoch']})\n"
+            f"- generator L1 to the real held-out images: {sv['l1']:.4f} (epoch {sv['epoch']}; per-class "
+            f"mean-colour painting: "
+            f"{sv['l1_mean_colour_painting']:.4f})\n"
+            f"- dissimilarity AP on held-out training anomalies: {100 * dv['heldout_ap']:.1f} (epoch {dv['epoch']})\n\n"
+            f"{markdown_table(report)}\n"
+            "Time: " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()) + f" (total {sum(times.values()):.0f} s)\n")
     write_text(out / "report.md", text)
     print()
     print(text)
     print(f"outputs in {out}/: report.md, eval/curves.png, eval/examples/*.png; pipeline file {pipe}")
-    print(f"next: synboost eval --pipeline {pipe} --data synthetic:{cfg.world.out} --method all")
+    print(f"next: synboost infer --pipeline {pipe} --images {w.out}/anomaly/test/original --out {out}/maps")
     return summary
-
-
-def _yaml(cfg) -> str:
-    import yaml
-
-    return yaml.safe_dump(to_dict(cfg), sort_keys=False)

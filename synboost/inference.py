@@ -30,7 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from synboost import viz
-from synboost.data.io import list_images, read_image, write_image, write_json, write_npy, write_npz
+from synboost.data.io import IMAGE_EXTENSIONS, list_images, read_image, write_image, write_json, write_npy, write_npz
 from synboost.errors import ConfigError, DataError, ImageReadError
 
 SAVE_OPTIONS = ("npy", "heatmap", "overlay", "segmentation")
@@ -293,3 +293,44 @@ def run_folder_distributed(detector, images_dir, out_dir, **kwargs) -> dict:
     dist.barrier()
     dist.destroy_process_group()
     return rep
+
+
+def synthesize_folder(generator, labels_dir, out_dir, images_dir=None, batch_size: int = 8,
+                      progress: bool = True) -> dict:
+    """``synboost synthesize``: redraw every train-id label map (``*.png``, 255 = ignore) of a folder with a
+    trained generator, deterministically (z = mu of the paired real image from ``images_dir`` when the generator
+    has a style encoder and the image exists, else z = 0). Writes ``<out>/<name>.png`` at the label's size."""
+    import torch
+
+    from synboost.data.io import read_label
+    from synboost.models.generator import resynthesize
+
+    labels = list_images(labels_dir) if Path(labels_dir).is_dir() else []
+    if not labels:
+        raise DataError(f"{labels_dir}: expected a folder of train-id label maps (*.png); found none")
+    out = Path(out_dir)
+    report = {"done": [], "skipped": []}
+    bar = tqdm(total=len(labels), desc="synthesize", unit="img", disable=not progress)
+    for start in range(0, len(labels), batch_size):
+        items = []
+        for p in labels[start:start + batch_size]:
+            try:
+                lab = read_label(p)
+                img = None
+                if images_dir is not None and getattr(generator, "use_vae", False):
+                    cand = [q for q in Path(images_dir).glob(p.stem + ".*") if q.suffix.lower() in IMAGE_EXTENSIONS]
+                    img = read_image(cand[0]) if cand else None
+                items.append((p, lab, img))
+            except ImageReadError as e:
+                report["skipped"].append({"file": str(p), "reason": str(e)})
+        for p, lab, img in items:
+            img_t = None if img is None else torch.from_numpy(img).permute(2, 0, 1)[None].float().div(255)
+            res = resynthesize(generator, torch.from_numpy(lab.astype(np.int64))[None], img_t)
+            arr = (res[0].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+            arr = cv2.resize(arr, (lab.shape[1], lab.shape[0]), interpolation=cv2.INTER_LINEAR)
+            write_image(out / f"{p.stem}.png", arr)
+            report["done"].append(p.stem)
+        bar.update(len(labels[start:start + batch_size]))
+    bar.close()
+    write_json(out / "report.json", report)
+    return report

@@ -39,6 +39,39 @@ def load_segmenter(path: str | os.PathLike, device: torch.device | str = "cpu"):
     return model.to(device).eval(), sml
 
 
+def build_generator(m, size) -> torch.nn.Module:
+    """The SPADE generator of a :class:`SynModelConfig` at output ``size`` (H, W)."""
+    return create_model("spade_generator", label_nc=19, ngf=m.ngf, num_upsampling=m.num_upsampling, z_dim=m.z_dim,
+                        use_vae=m.use_vae, edge_channel=m.edge_channel, out_size=tuple(size), nef=m.nef,
+                        encoder_size=m.encoder_size, spectral=m.spectral, spade_hidden=m.spade_hidden)
+
+
+def build_dissimilarity(m) -> torch.nn.Module:
+    """The dissimilarity network of a :class:`DissimModelConfig`."""
+    return create_model("dissimilarity", semantic=m.semantic, priors=tuple(m.priors), correlation=m.correlation,
+                        spade=m.spade, width=m.width)
+
+
+def load_generator(path: str | os.PathLike, device: torch.device | str = "cpu") -> torch.nn.Module:
+    """A trained generator (eval mode) from ``generator.safetensors``."""
+    from synboost.config import SynModelConfig
+
+    sd, meta = load_model(path, expect_kind="generator")
+    gen = build_generator(from_dict(SynModelConfig, meta["model"]), meta["size"])
+    load_into(gen, sd, str(path))
+    return gen.to(device).eval()
+
+
+def load_dissimilarity(path: str | os.PathLike, device: torch.device | str = "cpu"):
+    """(dissimilarity network in eval mode, its metadata) from ``dissimilarity.safetensors``."""
+    from synboost.config import DissimModelConfig
+
+    sd, meta = load_model(path, expect_kind="dissimilarity")
+    net = build_dissimilarity(from_dict(DissimModelConfig, meta["model"]))
+    load_into(net, sd, str(path))
+    return net.to(device).eval(), meta
+
+
 def images_to_batch(images: Sequence[np.ndarray], device, size=None) -> torch.Tensor:
     """RGB uint8 images of one size -> normalised float batch on ``device`` (resized to ``size`` if given)."""
     x = torch.from_numpy(np.stack(images)).to(device).permute(0, 3, 1, 2).float().div_(255)
@@ -53,7 +86,7 @@ class PosthocDetector:
     """A segmenter plus one post-hoc score (MSP, max logit, entropy, energy, SML, MC dropout)."""
 
     def __init__(self, segmenter: torch.nn.Module, method: str = "entropy", sml_stats=None, input_size=None,
-                 batch_size: int = 4, mc_samples: int = 8, device: torch.device | str = "cpu"):
+                 batch_size: int = 4, mc_samples: int = 8, device: torch.device | str = "cpu", amp: bool = False):
         if method not in POSTHOC_METHODS:
             raise ConfigError(f"unknown method '{method}'; post-hoc methods: {', '.join(POSTHOC_METHODS)}")
         if method == "sml" and sml_stats is None:
@@ -62,6 +95,7 @@ class PosthocDetector:
         self.model, self.method, self.sml_stats = segmenter, method, sml_stats
         self.input_size, self.batch_size, self.mc_samples = input_size or None, batch_size, mc_samples
         self.device = torch.device(device)
+        self.amp = amp  #: bf16 autocast on CUDA (scores and the final softmax are computed in float32)
 
     @property
     def methods(self) -> tuple[str, ...]:
@@ -104,8 +138,10 @@ class PosthocDetector:
             for k in range(0, len(idx), self.batch_size):
                 part = idx[k:k + self.batch_size]
                 batch = images_to_batch([images[i] for i in part], self.device, self.input_size)
-                logits = self._logits(batch)
-                maps = self._maps(logits, methods, batch)
+                with torch.autocast(self.device.type, dtype=torch.bfloat16,
+                                    enabled=self.amp and self.device.type == "cuda"):
+                    logits = self._logits(batch)
+                    maps = self._maps(logits, methods, batch)
                 maps["segmentation"] = logits.argmax(1).float()
                 for name, t in maps.items():
                     if t.shape[-2:] != shape[:2]:
@@ -135,18 +171,34 @@ def _resolve(path: str, base: Path | None) -> str:
     return str(p)
 
 
+def _checkpoint(path: str, what: str, verb: str, base: Path | None) -> str:
+    if not path:
+        raise ConfigError(f"pipeline: '{what}' is empty; give the {what} checkpoint (a .safetensors file)")
+    p = _resolve(path, base)
+    if not Path(p).is_file():
+        raise CheckpointError(f"{p}: {what} checkpoint not found (train one with `synboost train {verb}`, or fix "
+                              f"'{what}' in the pipeline file)")
+    return p
+
+
 def build_detector(cfg: PipelineConfig, base: Path | None = None, device: str | None = None) -> PosthocDetector:
     from synboost.runtime import pick_device
 
     dev = pick_device(device or cfg.device)
-    if not cfg.segmenter:
-        raise ConfigError("pipeline: 'segmenter' is empty; give the segmenter checkpoint (a .safetensors file)")
-    seg_path = _resolve(cfg.segmenter, base)
-    if not Path(seg_path).is_file():
-        raise CheckpointError(f"{seg_path}: segmenter checkpoint not found (train one with `synboost train "
-                              "segmentation`, or fix 'segmenter' in the pipeline file)")
-    model, sml = load_segmenter(seg_path, dev)
-    return PosthocDetector(model, cfg.method, sml, cfg.input_size, cfg.batch_size, cfg.mc_samples, dev)
+    model, sml = load_segmenter(_checkpoint(cfg.segmenter, "segmenter", "segmentation", base), dev)
+    common = dict(input_size=cfg.input_size, batch_size=cfg.batch_size, mc_samples=cfg.mc_samples, device=dev,
+                  amp=cfg.amp)
+    if cfg.method not in SynBoostDetector.EXTRA and not cfg.dissimilarity:
+        return PosthocDetector(model, cfg.method, sml, **common)
+    from synboost.models.vgg import VGG19Pyramid, load_imagenet_vgg
+
+    gen = load_generator(_checkpoint(cfg.generator, "generator", "synthesis", base), dev)
+    dissim, meta = load_dissimilarity(_checkpoint(cfg.dissimilarity, "dissimilarity", "dissimilarity", base), dev)
+    vgg19 = VGG19Pyramid(frozen=True)
+    if cfg.perceptual_vgg_pretrained:
+        load_imagenet_vgg(vgg19, 19, cfg.perceptual_vgg_path or None, disable_hint="perceptual_vgg_pretrained=false")
+    return SynBoostDetector(model, gen, dissim, vgg19.to(dev).eval(), meta["size"], sml, cfg.ensemble,
+                            cfg.ensemble_weights, cfg.method, **common)
 
 
 def load_pipeline(path: str | os.PathLike, overrides: Sequence[str] = (), device: str | None = None) -> PosthocDetector:
@@ -161,3 +213,86 @@ def write_pipeline_file(path: str | os.PathLike, **fields) -> Path:
 
     cfg = from_dict(PipelineConfig, fields)
     return save_config(cfg, path)
+
+
+# ------------------------------------------------------------------------------------------------------ SynBoost
+
+
+def imagenet_normalize01(x: torch.Tensor) -> torch.Tensor:
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def dissimilarity_inputs(image01: torch.Tensor, labels: torch.Tensor, generator, vgg19, entropy=None,
+                         distance=None, priors: Sequence[str] = ("entropy", "perceptual", "distance")) -> dict:
+    """Everything the dissimilarity network takes, at the size of ``image01`` (B, 3, H, W) in [0, 1]:
+    the resynthesis of ``labels`` (B, H, W train ids; the generator's style comes from the image), both images
+    ImageNet-normalised, the one-hot label map, and the prior maps in the order of ``priors`` (entropy and
+    distance given by the caller, the perceptual difference computed here). Shared by training and inference."""
+    from synboost.models.generator import labels_to_onehot, resynthesize
+    from synboost.perceptual import perceptual_difference
+
+    size = tuple(image01.shape[-2:])
+    syn01 = resynthesize(generator, labels, image01)
+    if tuple(syn01.shape[-2:]) != size:
+        syn01 = F.interpolate(syn01, size=size, mode="bilinear", align_corners=False)
+    img_n, syn_n = imagenet_normalize01(image01), imagenet_normalize01(syn01)
+    maps = {"entropy": entropy, "distance": distance}
+    if "perceptual" in priors:
+        maps["perceptual"] = perceptual_difference(vgg19, img_n, syn_n)
+    pri = torch.stack([maps[p] for p in priors], 1).float() if priors else None
+    onehot = labels_to_onehot(labels.long(), 19).to(image01.dtype)
+    return {"image": img_n, "synthesis": syn_n, "onehot": onehot, "priors": pri, "synthesis01": syn01}
+
+
+def resize_maps(size, labels=None, maps: Sequence[torch.Tensor] = (), image=None):
+    """Labels nearest, float maps and images bilinear (antialiased when shrinking) to ``size``."""
+    size = tuple(size)
+    out = []
+    if labels is not None:
+        out.append(labels if tuple(labels.shape[-2:]) == size else
+                   F.interpolate(labels[:, None].float(), size=size, mode="nearest")[:, 0].long())
+    for m in maps:
+        out.append(m if tuple(m.shape[-2:]) == size else
+                   F.interpolate(m[:, None], size=size, mode="bilinear", align_corners=False, antialias=True)[:, 0])
+    if image is not None:
+        out.append(image if tuple(image.shape[-2:]) == size else
+                   F.interpolate(image, size=size, mode="bilinear", align_corners=False, antialias=True))
+    return out
+
+
+class SynBoostDetector(PosthocDetector):
+    """SynBoost: segmenter -> (label map, entropy, distance) -> resynthesis -> perceptual difference ->
+    dissimilarity network -> fused with the entropy (``ensemble``) -> anomaly map at the input size. The
+    post-hoc scores of the same segmenter pass come for free (``score_all``)."""
+
+    EXTRA = ("synboost", "dissimilarity")
+
+    def __init__(self, segmenter, generator, dissim, vgg19, size, sml_stats=None, ensemble: bool = True,
+                 ensemble_weights=(0.75, 0.25), method: str = "synboost", **kw):
+        super().__init__(segmenter, "entropy", sml_stats, **kw)
+        if method not in POSTHOC_METHODS + self.EXTRA:
+            raise ConfigError(f"unknown method '{method}'; methods: {', '.join(POSTHOC_METHODS + self.EXTRA)}")
+        self.method = method
+        self.generator, self.dissim, self.vgg19 = generator, dissim, vgg19
+        self.size, self.ensemble, self.weights = tuple(size), ensemble, tuple(ensemble_weights)
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        return super().methods + self.EXTRA
+
+    def _maps(self, logits, methods, batch):
+        out = super()._maps(logits, [m for m in methods if m not in self.EXTRA], batch)
+        if not any(m in self.EXTRA for m in methods):
+            return out
+        mean = torch.tensor(IMAGENET_MEAN, device=batch.device).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD, device=batch.device).view(1, 3, 1, 1)
+        image01 = (batch * std + mean).clamp(0, 1)
+        ent, dist = scores.synboost_entropy(logits), scores.synboost_distance(logits)
+        labels, ent, dist, image01 = resize_maps(self.size, logits.argmax(1), (ent, dist), image01)
+        inp = dissimilarity_inputs(image01, labels, self.generator, self.vgg19, ent, dist, self.dissim.priors)
+        p = F.softmax(self.dissim(inp["image"], inp["synthesis"], inp["onehot"], inp["priors"]).float(), 1)[:, 1]
+        out["dissimilarity"] = p
+        out["synboost"] = self.weights[0] * p + self.weights[1] * ent if self.ensemble else p
+        return out

@@ -117,7 +117,8 @@ class Engine:
         meta = {**self.task.checkpoint_meta(), "epoch": epoch, "val": val}
         save_model(self._ckpt("last"), model.state_dict(), meta)
         save_state(self.out / "last_state.pt", {
-            "epoch": epoch, "best": best, "optimizer": _state_of(opt), "scheduler": _state_of(sched),
+            "epoch": epoch, "best": best, "best_val": self.best_val, "optimizer": _state_of(opt),
+            "scheduler": _state_of(sched),
         })
 
     # --------------------------------------------------------------------------------------------------- fit
@@ -151,6 +152,7 @@ class Engine:
         sched = self.task.build_scheduler(opt, steps * loop.epochs)
 
         start, best = 0, -math.inf
+        self.best_val: dict = {}
         if resume and self._ckpt("last").is_file() and (self.out / "last_state.pt").is_file():
             sd, meta = load_model(self._ckpt("last"), self.task.kind)
             load_into(model, sd, str(self._ckpt("last")))
@@ -158,6 +160,7 @@ class Engine:
             _load_state(opt, st["optimizer"])
             _load_state(sched, st.get("scheduler"))
             start, best = int(st["epoch"]) + 1, float(st["best"])
+            self.best_val = dict(st.get("best_val") or {})
             if self.is_main:
                 print(f"resuming from {self._ckpt('last')} (epoch {start} of {loop.epochs})")
         elif resume and self.is_main:
@@ -203,7 +206,8 @@ class Engine:
                     loss.backward()
                     opt.step()
                 for sc in _each(sched):
-                    sc.step()
+                    if not isinstance(sc, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                        sc.step()
                 running += float(loss.detach())
                 n += 1
                 after = getattr(self.task, "after_step", None)
@@ -217,9 +221,14 @@ class Engine:
             bar.close()
             if self.is_main:
                 val = self.task.validate(model, self.device)
+                for sc in _each(sched):  # plateau schedulers step once per epoch on the validation loss
+                    if isinstance(sc, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                        sc.step(val.get("loss", running / max(n, 1)))
                 score = float(val.get("score", -running / max(n, 1)))
                 improved = score > best
                 best = max(best, score)
+                if improved:
+                    self.best_val = {**val, "epoch": epoch + 1}
                 self._save(model, opt, sched, epoch, best, val)
                 if improved:
                     save_model(self._ckpt("best"), model.state_dict(),
@@ -235,7 +244,7 @@ class Engine:
             epochs_run += 1
         finished = not (loop.stop_after and start + epochs_run < loop.epochs)
         summary = {"out": str(self.out), "last": str(self._ckpt("last")), "best": str(self._ckpt("best")),
-                   "finished": finished, "val": val}
+                   "finished": finished, "val": val, "best_val": getattr(self, "best_val", {})}
         if self.is_main:
             write_json(self.out / "summary.json", summary)
         if self.world > 1:

@@ -1,0 +1,228 @@
+"""What the dissimilarity stage adds to the training loop.
+
+Training data is made the SynBoost way from a labelled training set with instance ids, through the same
+segmenter, generator and perceptual difference that inference uses (``pipeline.dissimilarity_inputs``):
+
+* variant 0 ("known"): the label map is the segmenter's prediction; anomalies are the void regions only;
+* variants 1..: the ground-truth label map with a random share of object instances switched to another class
+  (label switching) and the void regions filled with the prediction; anomalies = switched instances + void.
+
+Void pixels that are not anomalies (the ego vehicle) are ignored (255). The entropy and distance maps come from
+the segmenter on the real image, the perceptual difference from the real image and the resynthesis. Samples are
+made once, before training (as the official pre-processing does), and kept in memory at the stage's size.
+Loss: cross-entropy with the official ENet-style class weights, ignore 255; Adam (0.5, 0.999); plateau schedule on
+the held-out loss; the best epoch is chosen by AP on the held-out training images, never on an evaluation set.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from synboost import scores
+from synboost.config import DissimilarityConfig, to_dict
+from synboost.data.anomalies import paste, switch_instances, void_mask
+from synboost.data.datasets import open_dataset
+from synboost.data.labels import CLASS_NAMES, ID_TO_TRAIN_ID, IGNORE
+from synboost.errors import ConfigError
+from synboost.metrics.pixel import pixel_metrics
+from synboost.pipeline import (build_dissimilarity, dissimilarity_inputs, images_to_batch, load_generator,
+                               load_segmenter, resize_maps)
+from synboost.training.engine import Engine
+
+EGO_ID = 1
+
+
+def _label_ids(sample) -> np.ndarray:
+    """Cityscapes label ids from the instance map (stuff pixels carry their label id, things id * 1000 + k)."""
+    inst = sample["instances"]
+    return np.where(inst >= 1000, inst // 1000, inst).astype(np.uint8)
+
+
+class DissimSamples(Dataset):
+    """Precomputed samples as tensors; joint horizontal flips seeded by (seed, epoch, index)."""
+
+    def __init__(self, items: list[dict], flip: bool, seed: int = 0):
+        self.items, self.flip, self.seed, self.epoch = items, flip, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        it = self.items[i]
+        out = [it["image"], it["synthesis"], it["labels"], it["priors"], it["target"]]
+        if self.flip and np.random.default_rng([self.seed, self.epoch, i]).random() < 0.5:
+            out = [t.flip(-1) for t in out]
+        return tuple(out)
+
+
+@torch.no_grad()
+def make_samples(cfg: DissimilarityConfig, device, indices, reader, segmenter, generator, vgg19,
+                 progress: bool = True, desc: str = "anomaly data") -> list[dict]:
+    """Build the training samples of ``reader[i] for i in indices`` (see the module docstring)."""
+    d = cfg.data
+    size = tuple(d.size)
+    rng = np.random.default_rng([cfg.train.seed, 77])
+    items = []
+    for i in tqdm(indices, desc=desc, unit="img", disable=not progress, leave=False):
+        s = reader[i]
+        ids = _label_ids(s)
+        logits = segmenter(images_to_batch([s["image"]], device, cfg.seg_size or None))
+        pred = logits.argmax(1)
+        ent, dist = scores.synboost_entropy(logits), scores.synboost_distance(logits)
+        img01 = torch.from_numpy(s["image"]).to(device).permute(2, 0, 1)[None].float() / 255
+        pred, ent, dist, img01 = resize_maps(size, pred, (ent, dist), img01)
+        ids_t = resize_maps(size, torch.from_numpy(ids.astype(np.int64))[None].to(device))[0][0].cpu().numpy()
+        inst_t = resize_maps(size, torch.from_numpy(s["instances"].astype(np.int64))[None])[0][0].numpy()
+        pred_np = pred[0].cpu().numpy().astype(np.uint8)
+        void = void_mask(ids_t) if d.void_anomalies else np.zeros(size, bool)
+        ego = ids_t == EGO_ID
+        for v in range(d.variants):
+            if v == 0:
+                semantic, anomalous = pred_np.copy(), void.copy()
+            else:
+                switched_ids, switched = (switch_instances(ids_t, inst_t, rng) if d.switch_instances
+                                          else (ids_t, np.zeros(size, bool)))
+                semantic = paste(ID_TO_TRAIN_ID[switched_ids], pred_np, void | (ID_TO_TRAIN_ID[ids_t] == IGNORE))
+                anomalous = switched | void
+            target = np.where(ego, IGNORE, anomalous.astype(np.uint8))
+            target[(ID_TO_TRAIN_ID[ids_t] == IGNORE) & ~void & ~ego] = IGNORE  # other void: unknown
+            lab = torch.from_numpy(semantic.astype(np.int64))[None].to(device)
+            inp = dissimilarity_inputs(img01, lab, generator, vgg19, ent, dist, cfg.model.priors)
+            items.append({
+                "image": inp["image"][0].cpu(), "synthesis": inp["synthesis"][0].cpu(), "labels": lab[0].cpu(),
+                "priors": (inp["priors"][0].cpu() if inp["priors"] is not None else torch.zeros(0, *size)),
+                "target": torch.from_numpy(target.astype(np.int64)),
+            })
+    return items
+
+
+def enet_class_weights(items: list[dict]) -> torch.Tensor:
+    """w_c = 1 / ln(1.02 + f_c), f_c the pixel frequency of class c among the labelled pixels (official)."""
+    counts = torch.zeros(2, dtype=torch.float64)
+    for it in items:
+        t = it["target"]
+        counts += torch.bincount(t[t != IGNORE], minlength=2)[:2].double()
+    f = counts / counts.sum().clamp_min(1)
+    return (1.0 / torch.log(1.02 + f)).float()
+
+
+class DissimilarityTask:
+    kind = "dissimilarity"
+
+    def __init__(self, cfg: DissimilarityConfig, progress: bool = True):
+        if not cfg.segmenter or not cfg.generator:
+            raise ConfigError("dissimilarity training needs 'segmenter' and 'generator' checkpoints (set them in the "
+                              "config or with --set segmenter=... --set generator=...)")
+        self.cfg, self.progress = cfg, progress
+        self._train = self._held = None
+        self.weights = None
+
+    def _prepare(self, device) -> None:
+        if self._train is not None:
+            return
+        from synboost.models.vgg import VGG19Pyramid, load_imagenet_vgg
+
+        c = self.cfg
+        segmenter, _ = load_segmenter(c.segmenter, device)
+        generator = load_generator(c.generator, device)
+        vgg19 = VGG19Pyramid(frozen=True)
+        if c.perceptual_vgg_pretrained:
+            load_imagenet_vgg(vgg19, 19, c.perceptual_vgg_path or None, disable_hint="perceptual_vgg_pretrained=false")
+        vgg19 = vgg19.to(device).eval()
+        reader = open_dataset(c.data.train, with_instances=True)
+        n = len(reader) if not c.data.max_images else min(len(reader), c.data.max_images)
+        n_held = max(1, int(round(n * c.data.heldout_fraction)))
+        idx = list(range(n))
+        self._train = make_samples(c, device, idx[:n - n_held], reader, segmenter, generator, vgg19, self.progress)
+        self._held = make_samples(c, device, idx[n - n_held:], reader, segmenter, generator, vgg19, self.progress,
+                                  desc="held-out anomaly data")
+        self.weights = enet_class_weights(self._train).to(device) if c.class_weights else None
+
+    def build_model(self) -> nn.Module:
+        m = self.cfg.model
+        net = build_dissimilarity(m)
+        if m.vgg_pretrained:
+            from synboost.models.vgg import VGG16Encoder, load_imagenet_vgg
+
+            if not isinstance(net.vgg_encoder, VGG16Encoder) or m.width != 1.0:
+                raise ConfigError("ImageNet VGG16 weights fit only width=1.0 with spade decoder/none; "
+                                  "set model.vgg_pretrained=false")
+            load_imagenet_vgg(net.vgg_encoder, 16, m.vgg_path or None, disable_hint="model.vgg_pretrained=false")
+        return net
+
+    def build_optimizer(self, model):
+        c = self.cfg
+        return torch.optim.Adam(model.parameters(), lr=c.train.lr, betas=(c.beta1, c.beta2),
+                                weight_decay=c.train.weight_decay)
+
+    def build_scheduler(self, opt, total_steps: int):
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, "min", patience=self.cfg.plateau_patience,
+                                                          factor=self.cfg.plateau_factor)
+
+    def train_dataset(self) -> Dataset:
+        from synboost.runtime import pick_device
+
+        self._prepare(pick_device(self.cfg.train.device))
+        return DissimSamples(self._train, self.cfg.data.flip, self.cfg.train.seed)
+
+    def _forward(self, model, batch, device):
+        image, syn, labels, priors, target = (t.to(device) for t in batch)
+        onehot = F.one_hot(labels.clamp(0, 18), 19).permute(0, 3, 1, 2).float() * (labels != IGNORE)[:, None]
+        logits = model(image, syn, onehot, priors if priors.shape[1] else None)
+        return logits, target
+
+    def train_step(self, model, batch, device):
+        logits, target = self._forward(model, batch, device)
+        return F.cross_entropy(logits.float(), target, weight=self.weights, ignore_index=IGNORE), {}
+
+    @torch.no_grad()
+    def validate(self, model, device) -> dict:
+        model.eval()
+        loss, n, sc, lab = 0.0, 0, [], []
+        for i in range(0, len(self._held), 8):
+            batch = [torch.stack(t) for t in zip(*(DissimSamples(self._held, False)[j]
+                                                   for j in range(i, min(i + 8, len(self._held)))))]
+            logits, target = self._forward(model, batch, device)
+            loss += float(F.cross_entropy(logits.float(), target, weight=self.weights, ignore_index=IGNORE,
+                                          reduction="sum"))
+            n += int((target != IGNORE).sum())
+            sc.append(F.softmax(logits.float(), 1)[:, 1].cpu().numpy())
+            lab.append(target.cpu().numpy())
+        model.train()
+        res = pixel_metrics(sc, lab)
+        return {"score": res.ap, "loss": loss / max(n, 1), "heldout_ap": res.ap, "heldout_fpr95": res.fpr95}
+
+    def checkpoint_meta(self) -> dict:
+        m = self.cfg.model
+        return {"kind": self.kind, "config": to_dict(self.cfg), "model": to_dict(m), "size": list(self.cfg.data.size),
+                "priors": list(m.priors), "classes": list(CLASS_NAMES)}
+
+
+def train_dissimilarity(cfg: DissimilarityConfig, resume: bool = False, progress: bool = True) -> dict:
+    """``synboost train dissimilarity``; ends by writing ``dissimilarity.safetensors`` (the best epoch) and a
+    SynBoost ``pipeline.yaml`` that composes the three stages."""
+    engine = Engine(DissimilarityTask(cfg, progress), cfg.train, cfg.out, config=cfg, progress=progress)
+    summary = engine.fit(resume=resume)
+    if engine.is_main and summary["finished"]:
+        import shutil
+
+        from synboost.pipeline import write_pipeline_file
+
+        out = Path(cfg.out) / "dissimilarity.safetensors"
+        shutil.copyfile(summary["best"], out)
+        summary["dissimilarity"] = str(out)
+        summary["pipeline"] = str(write_pipeline_file(
+            Path(cfg.out) / "pipeline.yaml", method="synboost", segmenter=str(Path(cfg.segmenter).resolve()),
+            generator=str(Path(cfg.generator).resolve()), dissimilarity=str(out.resolve()),
+            input_size=list(cfg.seg_size), perceptual_vgg_pretrained=cfg.perceptual_vgg_pretrained,
+            perceptual_vgg_path=cfg.perceptual_vgg_path))
+    return summary

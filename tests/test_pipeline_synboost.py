@@ -1,0 +1,82 @@
+"""The SynBoost detector from a pipeline file: stages composed, ensemble, sizes, bad inputs."""
+import numpy as np
+import pytest
+import torch
+
+from synboost import scores
+from synboost.config import DissimModelConfig, SegModelConfig, SynModelConfig, to_dict
+from synboost.errors import CheckpointError
+from synboost.hub.checkpoint import save_model
+from synboost.pipeline import (build_dissimilarity, build_generator, load_pipeline, resize_maps,
+                               write_pipeline_file)
+from synboost.models import create_model
+
+
+@pytest.fixture(scope="module")
+def stages(tmp_path_factory):
+    """Randomly initialised small stages saved as checkpoints, as training would write them."""
+    d = tmp_path_factory.mktemp("stages")
+    torch.manual_seed(0)
+    sm = SegModelConfig(backbone="tiny", pretrained=False, aspp_dim=16, decoder_dim=16, width=8)
+    seg = create_model("deeplabv3plus", backbone="tiny", aspp_dim=16, decoder_dim=16, width=8)
+    save_model(d / "seg.safetensors", seg.state_dict(), {"kind": "segmenter", "model": to_dict(sm)})
+    gm = SynModelConfig(ngf=8, num_upsampling=4, z_dim=16, nef=8, encoder_size=128, spade_hidden=16)
+    gen = build_generator(gm, [32, 64])
+    save_model(d / "gen.safetensors", gen.state_dict(), {"kind": "generator", "model": to_dict(gm), "size": [32, 64]})
+    dm = DissimModelConfig(width=0.125, vgg_pretrained=False)
+    dis = build_dissimilarity(dm)
+    save_model(d / "dis.safetensors", dis.state_dict(), {"kind": "dissimilarity", "model": to_dict(dm),
+                                                        "size": [32, 64], "priors": list(dm.priors)})
+    return d
+
+
+def _pipe(stages, tmp_path, **kw):
+    fields = dict(method="synboost", segmenter=str(stages / "seg.safetensors"), generator=str(stages / "gen.safetensors"),
+                  dissimilarity=str(stages / "dis.safetensors"), perceptual_vgg_pretrained=False, device="cpu")
+    fields.update(kw)
+    return load_pipeline(write_pipeline_file(tmp_path / "p.yaml", **fields))
+
+
+def test_maps_at_input_size_for_any_image_size(stages, tmp_path):
+    det = _pipe(stages, tmp_path)
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (h, w, 3), dtype=np.uint8) for h, w in [(64, 128), (50, 90), (64, 128)]]
+    out = det(images)
+    for im, o in zip(images, out):
+        assert o["anomaly"].shape == im.shape[:2] and o["segmentation"].shape == im.shape[:2]
+        assert np.isfinite(o["anomaly"]).all() and 0 <= o["anomaly"].min() and o["anomaly"].max() <= 1
+    every = det.score_all(images[:1])[0]
+    assert {"msp", "maxlogit", "entropy", "energy", "synboost", "dissimilarity"} <= set(every)
+
+
+def test_ensemble_is_the_weighted_sum_with_the_normalised_entropy(stages, tmp_path):
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 255, (64, 128, 3), dtype=np.uint8)
+    only_dis = _pipe(stages, tmp_path, ensemble_weights=[1.0, 0.0]).score_all([image])[0]
+    np.testing.assert_allclose(only_dis["synboost"], only_dis["dissimilarity"], atol=1e-6)
+    det = _pipe(stages, tmp_path, ensemble_weights=[0.0, 1.0])
+    only_ent = det.score_all([image])[0]["synboost"]
+    # independently: the official entropy map of the segmenter's logits, at the dissimilarity size, then back up
+    from synboost.pipeline import images_to_batch
+
+    with torch.no_grad():
+        logits = det.model(images_to_batch([image], "cpu"))
+    ent = resize_maps((32, 64), None, [scores.synboost_entropy(logits)])[0]
+    ent = torch.nn.functional.interpolate(ent[:, None], size=(64, 128), mode="bilinear", align_corners=False)[0, 0]
+    np.testing.assert_allclose(only_ent, ent.numpy(), atol=1e-5)
+    no_ens = _pipe(stages, tmp_path, ensemble=False).score_all([image])[0]
+    np.testing.assert_allclose(no_ens["synboost"], no_ens["dissimilarity"], atol=1e-6)
+
+
+def test_deterministic(stages, tmp_path):
+    image = np.random.default_rng(2).integers(0, 255, (64, 128, 3), dtype=np.uint8)
+    det = _pipe(stages, tmp_path)
+    a, b = det([image])[0]["anomaly"], det([image])[0]["anomaly"]
+    assert np.array_equal(a, b)
+
+
+def test_missing_stage_checkpoint_names_the_file_and_the_verb(stages, tmp_path):
+    with pytest.raises(CheckpointError, match=r"nope.safetensors: generator checkpoint not found .*train synthesis"):
+        _pipe(stages, tmp_path, generator=str(tmp_path / "nope.safetensors"))
+    with pytest.raises(CheckpointError, match="is a 'segmenter' checkpoint, expected 'dissimilarity'"):
+        _pipe(stages, tmp_path, dissimilarity=str(stages / "seg.safetensors"))
