@@ -121,7 +121,7 @@ def cmd_infer(a) -> None:
 def cmd_synthesize(a) -> None:
     from synboost.inference import synthesize_folder
     from synboost.runtime import pick_device
-    from synboost.training.synthesis import load_generator
+    from synboost.pipeline import load_generator
 
     gen = load_generator(a.generator, pick_device(a.device))
     rep = synthesize_folder(gen, a.labels, a.out, a.images)
@@ -134,6 +134,13 @@ def cmd_demo(a) -> None:
 
     cfg = load_config(DemoConfig, a.config, a.overrides)
     run_demo(cfg, quick=a.quick, resume=not a.fresh)
+
+
+def cmd_ablate(a) -> None:
+    from synboost.ablation import run_ablation
+    from synboost.config import AblationConfig, load_config
+
+    run_ablation(load_config(AblationConfig, a.config, a.overrides), resume=not a.fresh)
 
 
 def cmd_bench(a) -> None:
@@ -214,6 +221,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--quick", action="store_true", help="a much smaller run (for smoke tests)")
     m.add_argument("--fresh", action="store_true", help="ignore results of an earlier demo run")
     m.set_defaults(fn=cmd_demo)
+
+    ab = sub.add_parser("ablate", help="train and score the paper's ablation variants on the synthetic world")
+    _add_config(ab)
+    ab.add_argument("--fresh", action="store_true", help="retrain everything")
+    ab.set_defaults(fn=cmd_ablate)
 
     b = sub.add_parser("bench", help="benchmarks (print a table, write JSON)")
     b.add_argument("what", choices=["metrics", "segmenter", "synthesis", "pipeline"])

@@ -306,3 +306,16 @@ class DemoConfig:
     ))
     methods: list[str] = dataclasses.field(default_factory=lambda: ["msp", "maxlogit", "entropy", "energy", "sml",
                                                                     "dissimilarity", "synboost"])
+
+
+@dataclasses.dataclass
+class AblationConfig:
+    """``synboost ablate``: the paper's ablation table on the synthetic world. The world, segmenter and generator
+    are those of the base demo config (trained, or reused from its folder); one dissimilarity network is trained
+    per variant on shared anomaly data, and each variant is scored on the held-out anomaly test scenes."""
+
+    out: str = "runs/ablation"
+    base: DemoConfig = dataclasses.field(default_factory=DemoConfig)  #: where world and stages come from
+    variants: list[str] = dataclasses.field(default_factory=lambda: [
+        "full", "no_ensemble", "no_entropy", "no_perceptual", "no_distance", "no_uncertainty_maps",
+        "no_correlation", "no_semantic_encoder", "no_spade", "no_data_generator"])

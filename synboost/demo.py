@@ -74,21 +74,14 @@ def _step(title: str, done: bool, run: Callable[[], object], times: dict, key: s
     return not done
 
 
-def run_demo(cfg: DemoConfig, quick: bool = False, resume: bool = True) -> dict:
-    from synboost.data.datasets import open_dataset
+def prepare_stages(cfg: DemoConfig, resume: bool = True, dissimilarity: bool = True) -> tuple[dict, bool]:
+    """Steps 1-4 of the demo (world, segmentation, synthesis, dissimilarity), each reused when already done with
+    the same config; returns (seconds per step, whether anything upstream of the dissimilarity stage ran)."""
     from synboost.data.synthetic import write_world
-    from synboost.evaluation import evaluate, markdown_table
-    from synboost.pipeline import load_pipeline
     from synboost.training.dissimilarity import train_dissimilarity
     from synboost.training.segmentation import train_segmentation
     from synboost.training.synthesis import train_synthesis
 
-    if quick:
-        _shrink(cfg)
-    _place(cfg)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
     times: dict[str, float] = {}
     w, seg, syn, dis = cfg.world, cfg.segmentation, cfg.synthesis, cfg.dissimilarity
     ran = _step(f"[1/5] synthetic world: {w.n} scenes of {w.height}x{w.width} -> {w.out}",
@@ -100,9 +93,26 @@ def run_demo(cfg: DemoConfig, quick: bool = False, resume: bool = True) -> dict:
                     "epochs", resume and not ran and _stage_done(syn, "generator.safetensors"),
                     lambda: train_synthesis(syn, resume=resume and not ran), times, "synthesis")
     ran |= ran_syn
-    _step(f"[4/5] dissimilarity: anomaly data (label switching + void) and {dis.train.epochs} epochs",
-          resume and not ran and _stage_done(dis, "dissimilarity.safetensors"),
-          lambda: train_dissimilarity(dis, resume=resume and not ran), times, "dissimilarity")
+    if dissimilarity:
+        _step(f"[4/5] dissimilarity: anomaly data (label switching + void) and {dis.train.epochs} epochs",
+              resume and not ran and _stage_done(dis, "dissimilarity.safetensors"),
+              lambda: train_dissimilarity(dis, resume=resume and not ran), times, "dissimilarity")
+    return times, ran
+
+
+def run_demo(cfg: DemoConfig, quick: bool = False, resume: bool = True) -> dict:
+    from synboost.data.datasets import open_dataset
+    from synboost.evaluation import evaluate, markdown_table
+    from synboost.pipeline import load_pipeline
+
+    if quick:
+        _shrink(cfg)
+    _place(cfg)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    times, _ = prepare_stages(cfg, resume)
+    w, seg, syn, dis = cfg.world, cfg.segmentation, cfg.synthesis, cfg.dissimilarity
 
     print(f"[5/5] evaluation on {w.out}/anomaly/test (held-out scenes with out-of-distribution objects)")
     t = time.time()

@@ -56,3 +56,37 @@ def test_infer_and_eval_with_a_segmenter_checkpoint(tiny_world, tmp_path, capsys
     rep = json.loads((tmp_path / "ev" / "synthetic" / "metrics.json").read_text())
     assert [r["method"] for r in rep["results"]] == ["msp", "maxlogit", "entropy", "energy"]  # no SML stats saved
     assert "| energy |" in capsys.readouterr().out
+
+
+def test_synthesize_and_mc_dropout(tiny_world, tmp_path):
+    import torch
+
+    from synboost.config import SynModelConfig, to_dict
+    from synboost.hub.checkpoint import save_model
+    from synboost.pipeline import PosthocDetector, build_generator
+
+    m = SynModelConfig(ngf=8, num_upsampling=4, z_dim=16, nef=8, encoder_size=128, spade_hidden=16)
+    gen = build_generator(m, [32, 64])
+    ckpt = save_model(tmp_path / "g.safetensors", gen.state_dict(), {"kind": "generator", "model": to_dict(m),
+                                                                    "size": [32, 64]})
+    labels = tiny_world / "anomaly/test/semantic"
+    out = tmp_path / "syn"
+    assert main(["synthesize", "--generator", str(ckpt), "--labels", str(labels), "--images",
+                 str(tiny_world / "anomaly/test/original"), "--out", str(out)]) == 0
+    pngs = sorted(out.glob("*.png"))
+    assert len(pngs) == len(list(labels.glob("*.png")))
+    from synboost.data.io import read_image
+
+    assert read_image(pngs[0]).shape == (64, 128, 3)  # back at the label's size
+    # MC dropout: entropy of the mean of stochastic passes; differs from the deterministic entropy
+    from synboost.models import create_model
+
+    torch.manual_seed(0)
+    seg = create_model("deeplabv3plus", backbone="tiny", aspp_dim=16, decoder_dim=16, width=8, head_dropout=0.5).eval()
+    with torch.no_grad():
+        seg.classifier.weight *= 200  # confident logits, so that dropout changes the softmax visibly
+    img = read_image(tiny_world / "anomaly/test/original" / pngs[0].name)
+    det = PosthocDetector(seg, "mcdropout", mc_samples=4)
+    a, b = det([img])[0]["anomaly"], PosthocDetector(seg, "entropy")([img])[0]["anomaly"]
+    assert a.shape == b.shape == (64, 128) and np.abs(a - b * np.log(19)).mean() > 1e-3
+    assert not any(mod.training for mod in seg.modules())  # dropout switched back off afterwards

@@ -45,7 +45,14 @@ def test_every_shipped_config_loads():
     from synboost.config import PipelineConfig
 
     root = Path(__file__).resolve().parents[1]
-    for f in sorted((root / "configs" / "segmentation").glob("*.yaml")):
-        load_config(SegmentationConfig, f)
+    from synboost.config import AblationConfig, DissimilarityConfig, SynthesisConfig
+
+    schemas = {"segmentation": SegmentationConfig, "synthesis": SynthesisConfig, "dissimilarity": DissimilarityConfig,
+               "ablation": AblationConfig, "data": SyntheticWorldConfig}
+    for folder, schema in schemas.items():
+        files = sorted((root / "configs" / folder).glob("*.yaml"))
+        assert files, folder
+        for f in files:
+            load_config(schema, f)
     for f in sorted((root / "pipelines").glob("*.yaml")):
         load_config(PipelineConfig, f)

@@ -80,3 +80,23 @@ def test_ddp_two_cpu_processes(tiny_world, tmp_path):
     assert [json.loads(x).get("step") for x in lines if "step" in json.loads(x)] == [1, 2]  # rank 0 only
     sd, meta = load_model(out / "segmenter.safetensors", "segmenter")
     assert meta["epoch"] == 0 and np.isfinite(json.loads((out / "summary.json").read_text())["val"]["score"])
+
+
+def test_divergence_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(tiny_world, tmp_path, monkeypatch):
+    from synboost.errors import SynboostError
+    from synboost.training.segmentation import SegmentationTask, train_segmentation
+
+    cfg = _cfg(tiny_world, tmp_path / "nan", "train.epochs=3", "train.steps_per_epoch=2", "sml_stats=false")
+    real_step = SegmentationTask.train_step
+    calls = {"n": 0}
+
+    def step(self, model, batch, device):
+        calls["n"] += 1
+        loss, logs = real_step(self, model, batch, device)
+        return (loss * float("nan"), logs) if calls["n"] == 4 else (loss, logs)  # epoch 2, step 2
+
+    monkeypatch.setattr(SegmentationTask, "train_step", step)
+    with pytest.raises(SynboostError, match=r"loss became nan at epoch 2 step 2; the last good checkpoint is .*last"):
+        train_segmentation(cfg, progress=False)
+    _, meta = load_model(tmp_path / "nan" / "last.safetensors")
+    assert meta["epoch"] == 0  # epoch 1's checkpoint, untouched by the diverged epoch

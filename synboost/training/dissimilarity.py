@@ -105,6 +105,32 @@ def make_samples(cfg: DissimilarityConfig, device, indices, reader, segmenter, g
     return items
 
 
+def prepare_samples(cfg: DissimilarityConfig, device, progress: bool = True,
+                    priors: tuple[str, ...] | None = None) -> dict:
+    """Training and held-out samples for ``cfg`` (with the prior maps ``priors``, default the model's), made once
+    and shareable between runs that differ only in the network (the ablations)."""
+    import dataclasses
+
+    from synboost.models.vgg import VGG19Pyramid, load_imagenet_vgg
+
+    if priors is not None:
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, priors=list(priors)))
+    segmenter, _ = load_segmenter(cfg.segmenter, device)
+    generator = load_generator(cfg.generator, device)
+    vgg19 = VGG19Pyramid(frozen=True)
+    if cfg.perceptual_vgg_pretrained:
+        load_imagenet_vgg(vgg19, 19, cfg.perceptual_vgg_path or None, disable_hint="perceptual_vgg_pretrained=false")
+    vgg19 = vgg19.to(device).eval()
+    reader = open_dataset(cfg.data.train, with_instances=True)
+    n = len(reader) if not cfg.data.max_images else min(len(reader), cfg.data.max_images)
+    n_held = max(1, int(round(n * cfg.data.heldout_fraction)))
+    idx = list(range(n))
+    train = make_samples(cfg, device, idx[:n - n_held], reader, segmenter, generator, vgg19, progress)
+    held = make_samples(cfg, device, idx[n - n_held:], reader, segmenter, generator, vgg19, progress,
+                        desc="held-out anomaly data")
+    return {"train": train, "held": held, "priors": list(cfg.model.priors)}
+
+
 def enet_class_weights(items: list[dict]) -> torch.Tensor:
     """w_c = 1 / ln(1.02 + f_c), f_c the pixel frequency of class c among the labelled pixels (official)."""
     counts = torch.zeros(2, dtype=torch.float64)
@@ -118,34 +144,24 @@ def enet_class_weights(items: list[dict]) -> torch.Tensor:
 class DissimilarityTask:
     kind = "dissimilarity"
 
-    def __init__(self, cfg: DissimilarityConfig, progress: bool = True):
+    def __init__(self, cfg: DissimilarityConfig, progress: bool = True, samples: dict | None = None):
         if not cfg.segmenter or not cfg.generator:
             raise ConfigError("dissimilarity training needs 'segmenter' and 'generator' checkpoints (set them in the "
                               "config or with --set segmenter=... --set generator=...)")
-        self.cfg, self.progress = cfg, progress
+        self.cfg, self.progress, self.samples = cfg, progress, samples
         self._train = self._held = None
         self.weights = None
 
     def _prepare(self, device) -> None:
-        if self._train is not None:
-            return
-        from synboost.models.vgg import VGG19Pyramid, load_imagenet_vgg
-
-        c = self.cfg
-        segmenter, _ = load_segmenter(c.segmenter, device)
-        generator = load_generator(c.generator, device)
-        vgg19 = VGG19Pyramid(frozen=True)
-        if c.perceptual_vgg_pretrained:
-            load_imagenet_vgg(vgg19, 19, c.perceptual_vgg_path or None, disable_hint="perceptual_vgg_pretrained=false")
-        vgg19 = vgg19.to(device).eval()
-        reader = open_dataset(c.data.train, with_instances=True)
-        n = len(reader) if not c.data.max_images else min(len(reader), c.data.max_images)
-        n_held = max(1, int(round(n * c.data.heldout_fraction)))
-        idx = list(range(n))
-        self._train = make_samples(c, device, idx[:n - n_held], reader, segmenter, generator, vgg19, self.progress)
-        self._held = make_samples(c, device, idx[n - n_held:], reader, segmenter, generator, vgg19, self.progress,
-                                  desc="held-out anomaly data")
-        self.weights = enet_class_weights(self._train).to(device) if c.class_weights else None
+        if self._train is None:
+            self.samples = self.samples or prepare_samples(self.cfg, device, self.progress)
+            self._train, self._held = self.samples["train"], self.samples["held"]
+            have = self.samples["priors"]
+            missing = [p for p in self.cfg.model.priors if p not in have]
+            if missing:
+                raise ConfigError(f"precomputed samples lack the prior maps {missing}")
+            self._prior_idx = torch.tensor([have.index(p) for p in self.cfg.model.priors], dtype=torch.long)
+            self.weights = enet_class_weights(self._train).to(device) if self.cfg.class_weights else None
 
     def build_model(self) -> nn.Module:
         m = self.cfg.model
@@ -176,6 +192,7 @@ class DissimilarityTask:
 
     def _forward(self, model, batch, device):
         image, syn, labels, priors, target = (t.to(device) for t in batch)
+        priors = priors[:, self._prior_idx.to(device)] if priors.shape[1] else priors
         onehot = F.one_hot(labels.clamp(0, 18), 19).permute(0, 3, 1, 2).float() * (labels != IGNORE)[:, None]
         logits = model(image, syn, onehot, priors if priors.shape[1] else None)
         return logits, target
@@ -207,10 +224,11 @@ class DissimilarityTask:
                 "priors": list(m.priors), "classes": list(CLASS_NAMES)}
 
 
-def train_dissimilarity(cfg: DissimilarityConfig, resume: bool = False, progress: bool = True) -> dict:
+def train_dissimilarity(cfg: DissimilarityConfig, resume: bool = False, progress: bool = True,
+                        samples: dict | None = None) -> dict:
     """``synboost train dissimilarity``; ends by writing ``dissimilarity.safetensors`` (the best epoch) and a
     SynBoost ``pipeline.yaml`` that composes the three stages."""
-    engine = Engine(DissimilarityTask(cfg, progress), cfg.train, cfg.out, config=cfg, progress=progress)
+    engine = Engine(DissimilarityTask(cfg, progress, samples), cfg.train, cfg.out, config=cfg, progress=progress)
     summary = engine.fit(resume=resume)
     if engine.is_main and summary["finished"]:
         import shutil
