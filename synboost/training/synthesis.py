@@ -73,6 +73,14 @@ def paint_by_class(labels: torch.Tensor, colours: np.ndarray) -> torch.Tensor:
     return lut.to(labels.device)[labels.clamp(0, 255)].permute(0, 3, 1, 2) / 127.5 - 1
 
 
+def _discriminate(disc, seg, fake, real):
+    """One discriminator pass over fake and real stacked along the batch (as SPADE does; also what DDP needs:
+    one forward per backward), split back into (predictions on fake, predictions on real)."""
+    preds = disc(torch.cat([seg, seg]), torch.cat([fake, real]))
+    n = fake.shape[0]
+    return [[t[:n] for t in scale] for scale in preds], [[t[n:] for t in scale] for scale in preds]
+
+
 class SynthesisTask:
     kind = "synthesis-gan"
     manual_step = True
@@ -114,9 +122,10 @@ class SynthesisTask:
         return None
 
     def wrap_distributed(self, model: SynthesisGAN) -> SynthesisGAN:
-        model.generator = nn.parallel.DistributedDataParallel(model.generator)
-        model.discriminator = nn.parallel.DistributedDataParallel(model.discriminator)
-        return model
+        """A second container around the same modules, each in its own DDP (the engine keeps saving the plain
+        ``model``, so checkpoints never carry the wrapper's ``module.`` prefix)."""
+        return SynthesisGAN(nn.parallel.DistributedDataParallel(model.generator),
+                            nn.parallel.DistributedDataParallel(model.discriminator))
 
     def train_dataset(self) -> Dataset:
         d = self.cfg.data
@@ -132,7 +141,7 @@ class SynthesisTask:
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
             # generator step (SPADE: G first, then D on a detached fake)
             fake, mu, logvar = gen(seg, real if g.use_vae else None, deterministic=False, return_latent=True)
-            pred_fake, pred_real = disc(seg, fake), disc(seg, real)
+            pred_fake, pred_real = _discriminate(disc, seg, fake, real)
             g_terms = generator_losses(pred_fake, pred_real, fake.float(), real, self._vgg(device), mu, logvar,
                                        self.weights)
             g_loss = g_terms["total"]
@@ -142,7 +151,7 @@ class SynthesisTask:
         g_loss.backward()
         opts["G"].step()
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-            d_terms = discriminator_losses(disc(seg, fake.detach()), disc(seg, real))
+            d_terms = discriminator_losses(*_discriminate(disc, seg, fake.detach(), real))
         opts["D"].zero_grad(set_to_none=True)
         d_terms["total"].backward()
         opts["D"].step()
