@@ -94,7 +94,9 @@ def evaluate(detector, dataset, methods: Sequence[str], out_dir: str | os.PathLi
         for k, (s, o) in enumerate(shown):
             panels = [s["image"]] + [overlay(s["image"], o[m]) for m in methods]
             gt = np.where(s["anomaly"] == 1, 255, np.where(s["anomaly"] == 255, 96, 0)).astype(np.uint8)
-            write_image(out / "examples" / f"{k:02d}_{s['name']}.png", tile(panels + [gt], cols=min(4, len(panels) + 1)))
+            write_image(out / "examples" / f"{k:02d}_{s['name']}.png",
+                        tile(panels + [gt], cols=min(4, len(panels) + 1),
+                             titles=["image"] + list(methods) + ["ground truth"]))
     return report
 
 

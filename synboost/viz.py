@@ -85,13 +85,25 @@ def plot_curves(curves: Mapping[str, Mapping[str, np.ndarray]], path: str | os.P
     plt.close(fig)
 
 
-def tile(images: Sequence[np.ndarray], cols: int) -> np.ndarray:
-    """Grid of equally sized RGB uint8 images (gray maps are replicated)."""
+def tile(images: Sequence[np.ndarray], cols: int, titles: Sequence[str] | None = None) -> np.ndarray:
+    """Grid of equally sized RGB uint8 images (gray maps are replicated), each optionally captioned."""
     ims = [np.repeat(i[..., None], 3, 2) if i.ndim == 2 else i for i in images]
+    if titles:
+        ims = [_caption(i, t) for i, t in zip(ims, titles)]
     h, w = ims[0].shape[:2]
     rows = (len(ims) + cols - 1) // cols
     out = np.zeros((rows * h, cols * w, 3), np.uint8)
     for k, im in enumerate(ims):
         r, c = divmod(k, cols)
         out[r * h:(r + 1) * h, c * w:(c + 1) * w] = im
+    return out
+
+
+def _caption(image: np.ndarray, text: str) -> np.ndarray:
+    """A copy with ``text`` in the top-left corner, white on a dark box."""
+    out = np.ascontiguousarray(image.copy())
+    scale = max(0.3, min(out.shape[:2]) / 300)
+    (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    cv2.rectangle(out, (0, 0), (w + 4, h + base + 4), (0, 0, 0), -1)
+    cv2.putText(out, text, (2, h + 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
     return out
