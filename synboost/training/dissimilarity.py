@@ -33,7 +33,7 @@ from synboost.errors import ConfigError
 from synboost.metrics.pixel import pixel_metrics
 from synboost.pipeline import (build_dissimilarity, dissimilarity_inputs, images_to_batch, load_generator,
                                load_segmenter, resize_maps)
-from synboost.training.engine import Engine
+from synboost.training.engine import Engine, SeededDataset
 
 EGO_ID = 1
 
@@ -44,22 +44,17 @@ def _label_ids(sample) -> np.ndarray:
     return np.where(inst >= 1000, inst // 1000, inst).astype(np.uint8)
 
 
-class DissimSamples(Dataset):
+class DissimSamples(SeededDataset):
     """Precomputed samples as tensors; joint horizontal flips seeded by (seed, epoch, index)."""
 
     def __init__(self, items: list[dict], flip: bool, seed: int = 0):
-        self.items, self.flip, self.seed, self.epoch = items, flip, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.items)
+        super().__init__(items, seed)
+        self.flip = flip
 
     def __getitem__(self, i: int):
         it = self.items[i]
         out = [it["image"], it["synthesis"], it["labels"], it["priors"], it["target"]]
-        if self.flip and np.random.default_rng([self.seed, self.epoch, i]).random() < 0.5:
+        if self.flip and self.rng(i).random() < 0.5:
             out = [t.flip(-1) for t in out]
         return tuple(out)
 

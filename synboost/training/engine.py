@@ -55,8 +55,22 @@ class Task(Protocol):
     def checkpoint_meta(self) -> dict: ...
 
 
-class EpochSeeded(Protocol):
-    def set_epoch(self, epoch: int) -> None: ...
+class SeededDataset(Dataset):
+    """A map-style dataset over ``items`` whose per-sample randomness (augmentation) is drawn from
+    ``self.rng(i)``, a function of (seed, epoch, index): the engine calls ``set_epoch`` before every epoch, so a
+    resumed run and data-loader workers see exactly the same samples as an uninterrupted single process."""
+
+    def __init__(self, items, seed: int = 0):
+        self.items, self.seed, self.epoch = items, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def rng(self, i: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.epoch, i])
+
+    def __len__(self) -> int:
+        return len(self.items)
 
 
 def _each(x) -> list:

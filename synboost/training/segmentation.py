@@ -17,26 +17,19 @@ from synboost.data.labels import CLASS_NAMES, IGNORE
 from synboost.data.transforms import augment, resize_pair, to_chw_float
 from synboost.metrics.segmentation import ConfusionMatrix
 from synboost.models import create_model
-from synboost.training.engine import Engine
+from synboost.training.engine import Engine, SeededDataset
 
 
-class SegmentationTrainSet(Dataset):
+class SegmentationTrainSet(SeededDataset):
     """Reader samples -> augmented (image tensor, label tensor); augmentation seeded by (seed, epoch, index)."""
 
     def __init__(self, reader, crop, scale, flip: bool, seed: int):
-        self.reader, self.crop, self.scale, self.flip, self.seed = reader, tuple(crop) if crop else None, scale, flip, seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.reader)
+        super().__init__(reader, seed)
+        self.crop, self.scale, self.flip = tuple(crop) if crop else None, scale, flip
 
     def __getitem__(self, i: int):
-        s = self.reader[i]
-        rng = np.random.default_rng([self.seed, self.epoch, i])
-        img, lab = augment(s["image"], s["label"], rng, self.crop, self.scale, self.flip)
+        s = self.items[i]
+        img, lab = augment(s["image"], s["label"], self.rng(i), self.crop, self.scale, self.flip)
         return torch.from_numpy(to_chw_float(img)), torch.from_numpy(lab.astype(np.int64))
 
 

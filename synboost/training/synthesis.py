@@ -22,26 +22,21 @@ from synboost.losses.gan import GANLossWeights, discriminator_losses, generator_
 from synboost.models import create_model
 from synboost.models.generator import generator_input
 from synboost.pipeline import build_generator
-from synboost.training.engine import Engine
+from synboost.training.engine import Engine, SeededDataset
 from synboost.viz import tile
 
 
-class PairSet(Dataset):
+class PairSet(SeededDataset):
     """(image in [-1, 1] (3, H, W), train ids (H, W)) at the generator's size; flips seeded by (seed, epoch, i)."""
 
     def __init__(self, reader, size, flip: bool, seed: int = 0):
-        self.reader, self.size, self.flip, self.seed, self.epoch = reader, tuple(size), flip, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.reader)
+        super().__init__(reader, seed)
+        self.size, self.flip = tuple(size), flip
 
     def __getitem__(self, i: int):
-        s = self.reader[i]
+        s = self.items[i]
         img, lab = resize_pair(s["image"], s["label"], self.size)
-        if self.flip and np.random.default_rng([self.seed, self.epoch, i]).random() < 0.5:
+        if self.flip and self.rng(i).random() < 0.5:
             img, lab = img[:, ::-1], lab[:, ::-1]
         x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float() / 127.5 - 1
         return x, torch.from_numpy(np.ascontiguousarray(lab).astype(np.int64))
