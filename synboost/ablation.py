@@ -28,6 +28,12 @@ VARIANTS: dict[str, tuple[dict, dict, str, str]] = {
 }
 
 
+def training_key(name: str) -> str:
+    """Variants with the same key train the same network (e.g. "full" and "no_ensemble")."""
+    model_ov, data_ov, _, _ = VARIANTS[name]
+    return repr((sorted(model_ov.items()), sorted(data_ov.items())))
+
+
 def run_ablation(cfg: AblationConfig, resume: bool = True) -> dict:
     from synboost.data.datasets import open_dataset
     from synboost.demo import _place, prepare_stages
@@ -53,7 +59,7 @@ def run_ablation(cfg: AblationConfig, resume: bool = True) -> dict:
     rows, trained = [], {}
     for name in cfg.variants:
         model_ov, data_ov, method, removes = VARIANTS[name]
-        key = (tuple(sorted(model_ov.items(), key=str)), tuple(sorted(data_ov.items())))
+        key = training_key(name)
         dis = copy.deepcopy(base.dissimilarity)
         for k, v in model_ov.items():
             setattr(dis.model, k, v)

@@ -36,3 +36,12 @@ def test_unknown_variant_is_an_error(tmp_path):
     cfg = load_config(AblationConfig, None, [f"out={tmp_path}", "variants=[full,no_wings]"])
     with pytest.raises(ConfigError, match="no_wings"):
         run_ablation(cfg)
+
+
+def test_variant_keys_group_identical_networks():
+    """'full' and 'no_ensemble' share one trained network; every other variant trains its own."""
+    from synboost.ablation import training_key
+
+    keys = {name: training_key(name) for name in VARIANTS}
+    assert keys["full"] == keys["no_ensemble"]
+    assert len(set(keys.values())) == len(VARIANTS) - 1
