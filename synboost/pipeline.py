@@ -72,6 +72,24 @@ def load_dissimilarity(path: str | os.PathLike, device: torch.device | str = "cp
     return net.to(device).eval(), meta
 
 
+#: seed of the random-initialised VGG19 used when no ImageNet weights are given: training and inference must
+#: compute the perceptual difference with the same network, so it is a fixed function of this seed
+RANDOM_VGG_SEED = 0
+
+
+def perceptual_vgg(pretrained: bool, path: str = "", device="cpu") -> torch.nn.Module:
+    """The frozen VGG19 of the perceptual difference: ImageNet weights from a local file, or (explicitly asked
+    for with ``pretrained=False``) a random initialisation that is the same in every process."""
+    from synboost.models.vgg import VGG19Pyramid, load_imagenet_vgg
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_VGG_SEED)
+        vgg19 = VGG19Pyramid(frozen=True)
+    if pretrained:
+        load_imagenet_vgg(vgg19, 19, path or None, disable_hint="perceptual_vgg_pretrained=false")
+    return vgg19.to(device).eval()
+
+
 def images_to_batch(images: Sequence[np.ndarray], device, size=None) -> torch.Tensor:
     """RGB uint8 images of one size -> normalised float batch on ``device`` (resized to ``size`` if given)."""
     x = torch.from_numpy(np.stack(images)).to(device).permute(0, 3, 1, 2).float().div_(255)
@@ -190,14 +208,10 @@ def build_detector(cfg: PipelineConfig, base: Path | None = None, device: str | 
                   amp=cfg.amp)
     if cfg.method not in SynBoostDetector.EXTRA and not cfg.dissimilarity:
         return PosthocDetector(model, cfg.method, sml, **common)
-    from synboost.models.vgg import VGG19Pyramid, load_imagenet_vgg
-
     gen = load_generator(_checkpoint(cfg.generator, "generator", "synthesis", base), dev)
     dissim, meta = load_dissimilarity(_checkpoint(cfg.dissimilarity, "dissimilarity", "dissimilarity", base), dev)
-    vgg19 = VGG19Pyramid(frozen=True)
-    if cfg.perceptual_vgg_pretrained:
-        load_imagenet_vgg(vgg19, 19, cfg.perceptual_vgg_path or None, disable_hint="perceptual_vgg_pretrained=false")
-    return SynBoostDetector(model, gen, dissim, vgg19.to(dev).eval(), meta["size"], sml, cfg.ensemble,
+    vgg19 = perceptual_vgg(cfg.perceptual_vgg_pretrained, cfg.perceptual_vgg_path, dev)
+    return SynBoostDetector(model, gen, dissim, vgg19, meta["size"], sml, cfg.ensemble,
                             cfg.ensemble_weights, cfg.method, **common)
 
 

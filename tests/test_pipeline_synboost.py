@@ -80,3 +80,22 @@ def test_missing_stage_checkpoint_names_the_file_and_the_verb(stages, tmp_path):
         _pipe(stages, tmp_path, generator=str(tmp_path / "nope.safetensors"))
     with pytest.raises(CheckpointError, match="is a 'segmenter' checkpoint, expected 'dissimilarity'"):
         _pipe(stages, tmp_path, dissimilarity=str(stages / "seg.safetensors"))
+
+
+def test_random_perceptual_vgg_is_the_same_in_every_process():
+    """Training data and inference must compute the perceptual difference with the same network, also when
+    it is randomly initialised (no ImageNet file offline): a fixed seed, independent of the global RNG."""
+    import subprocess
+    import sys
+
+    from synboost.pipeline import perceptual_vgg
+
+    torch.manual_seed(123)
+    a = perceptual_vgg(False).state_dict()
+    torch.rand(10)
+    b = perceptual_vgg(False).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    code = ("import torch; from synboost.pipeline import perceptual_vgg; "
+            "print(float(perceptual_vgg(False).state_dict()['slice5.28.weight'].sum()))")
+    other = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert other == pytest.approx(float(a["slice5.28.weight"].sum()), rel=1e-6)

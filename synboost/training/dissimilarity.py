@@ -32,7 +32,7 @@ from synboost.data.labels import CLASS_NAMES, ID_TO_TRAIN_ID, IGNORE
 from synboost.errors import ConfigError
 from synboost.metrics.pixel import pixel_metrics
 from synboost.pipeline import (build_dissimilarity, dissimilarity_inputs, images_to_batch, load_generator,
-                               load_segmenter, resize_maps)
+                               load_segmenter, perceptual_vgg, resize_maps)
 from synboost.training.engine import Engine, SeededDataset
 
 EGO_ID = 1
@@ -106,16 +106,11 @@ def prepare_samples(cfg: DissimilarityConfig, device, progress: bool = True,
     and shareable between runs that differ only in the network (the ablations)."""
     import dataclasses
 
-    from synboost.models.vgg import VGG19Pyramid, load_imagenet_vgg
-
     if priors is not None:
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, priors=list(priors)))
     segmenter, _ = load_segmenter(cfg.segmenter, device)
     generator = load_generator(cfg.generator, device)
-    vgg19 = VGG19Pyramid(frozen=True)
-    if cfg.perceptual_vgg_pretrained:
-        load_imagenet_vgg(vgg19, 19, cfg.perceptual_vgg_path or None, disable_hint="perceptual_vgg_pretrained=false")
-    vgg19 = vgg19.to(device).eval()
+    vgg19 = perceptual_vgg(cfg.perceptual_vgg_pretrained, cfg.perceptual_vgg_path, device)
     reader = open_dataset(cfg.data.train, with_instances=True)
     n = len(reader) if not cfg.data.max_images else min(len(reader), cfg.data.max_images)
     n_held = max(1, int(round(n * cfg.data.heldout_fraction)))
