@@ -174,7 +174,7 @@ def _stage_times(det, images, dev) -> dict:
     from synboost import scores
     from synboost.models.generator import resynthesize
     from synboost.perceptual import perceptual_difference
-    from synboost.pipeline import images_to_batch, imagenet_normalize01, resize_maps
+    from synboost.pipeline import images_to_batch, imagenet_denormalize01, imagenet_normalize01, resize_maps
 
     out = {}
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
@@ -191,10 +191,8 @@ def _stage_times(det, images, dev) -> dict:
         logits = t("segmentation", lambda: det.model(batch))
         ent, dist, lab = t("uncertainty maps", lambda: (scores.synboost_entropy(logits),
                                                         scores.synboost_distance(logits), logits.argmax(1)))
-        mean = torch.tensor((0.485, 0.456, 0.406), device=dev).view(1, 3, 1, 1)
-        std = torch.tensor((0.229, 0.224, 0.225), device=dev).view(1, 3, 1, 1)
         lab, ent, dist, img01 = t("resize", lambda: resize_maps(det.size, lab, (ent, dist),
-                                                                (batch * std + mean).clamp(0, 1)))
+                                                                imagenet_denormalize01(batch)))
         syn = t("synthesis", lambda: resynthesize(det.generator, lab, img01))
         img_n, syn_n = imagenet_normalize01(img01), imagenet_normalize01(syn)
         mae = t("perceptual difference", lambda: perceptual_difference(det.vgg19, img_n, syn_n))

@@ -95,9 +95,7 @@ def images_to_batch(images: Sequence[np.ndarray], device, size=None) -> torch.Te
     x = torch.from_numpy(np.stack(images)).to(device).permute(0, 3, 1, 2).float().div_(255)
     if size:
         x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
-    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
-    return (x - mean) / std
+    return imagenet_normalize01(x)
 
 
 class PosthocDetector:
@@ -232,10 +230,21 @@ def write_pipeline_file(path: str | os.PathLike, **fields) -> Path:
 # ------------------------------------------------------------------------------------------------------ SynBoost
 
 
+def _imagenet_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return (torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1),
+            torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1))
+
+
 def imagenet_normalize01(x: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+    """[0, 1] images -> ImageNet-normalised."""
+    mean, std = _imagenet_stats(x)
     return (x - mean) / std
+
+
+def imagenet_denormalize01(x: torch.Tensor) -> torch.Tensor:
+    """ImageNet-normalised images -> [0, 1] (the inverse of :func:`imagenet_normalize01`, clamped)."""
+    mean, std = _imagenet_stats(x)
+    return (x * std + mean).clamp(0, 1)
 
 
 def dissimilarity_inputs(image01: torch.Tensor, labels: torch.Tensor, generator, vgg19, entropy=None,
@@ -300,9 +309,7 @@ class SynBoostDetector(PosthocDetector):
         out = super()._maps(logits, [m for m in methods if m not in self.EXTRA], batch)
         if not any(m in self.EXTRA for m in methods):
             return out
-        mean = torch.tensor(IMAGENET_MEAN, device=batch.device).view(1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD, device=batch.device).view(1, 3, 1, 1)
-        image01 = (batch * std + mean).clamp(0, 1)
+        image01 = imagenet_denormalize01(batch)
         ent, dist = scores.synboost_entropy(logits), scores.synboost_distance(logits)
         labels, ent, dist, image01 = resize_maps(self.size, logits.argmax(1), (ent, dist), image01)
         inp = dissimilarity_inputs(image01, labels, self.generator, self.vgg19, ent, dist, self.dissim.priors)
