@@ -52,7 +52,7 @@ def run_ablation(cfg: AblationConfig, resume: bool = True) -> dict:
     _place(base)
     save_config(cfg, out / "config.yaml")
     t0 = time.time()
-    prepare_stages(base, resume, dissimilarity=False)
+    prepare_stages(base, resume, dissimilarity=False, pebal=False)
     test = open_dataset(f"synthetic:{base.world.out}")
     dev = pick_device(base.dissimilarity.train.device)
     shared: dict[bool, dict] = {}  # void_anomalies -> samples with all three prior maps

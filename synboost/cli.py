@@ -42,9 +42,16 @@ def cmd_data_synth(a) -> None:
 
 
 def cmd_train(a) -> None:
-    from synboost.config import DissimilarityConfig, SegmentationConfig, SynthesisConfig, load_config
+    from synboost.config import DissimilarityConfig, PebalConfig, SegmentationConfig, SynthesisConfig, load_config
 
-    if a.stage == "dissimilarity":
+    if a.stage == "pebal":
+        from synboost.training.pebal import train_pebal
+
+        s = train_pebal(load_config(PebalConfig, a.config, a.overrides), resume=a.resume)
+        print(f"PEBAL: {s.get('pebal', s['last'])}; validation {s['best_val']}")
+        if "pipeline" in s:
+            print(f"pipeline file: {s['pipeline']} (method pebal, the base segmenter's baselines beside it)")
+    elif a.stage == "dissimilarity":
         from synboost.training.dissimilarity import train_dissimilarity
 
         s = train_dissimilarity(load_config(DissimilarityConfig, a.config, a.overrides), resume=a.resume)
@@ -64,8 +71,6 @@ def cmd_train(a) -> None:
         print(f"segmenter: {s.get('segmenter', s['last'])}; validation {s['val']}")
         if "pipeline" in s:
             print(f"pipeline file: {s['pipeline']}")
-    else:
-        raise SynboostError(f"stage '{a.stage}' is not available yet in this version")  # pebal
 
 
 def cmd_eval(a) -> None:
@@ -186,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--pipeline", help="pipeline file (pipelines/*.yaml or a run's pipeline.yaml)")
     e.add_argument("--segmenter", help="segmenter checkpoint (instead of a pipeline file)")
     e.add_argument("--method", action="append", default=None,
-                   help="msp, maxlogit, entropy, energy, sml, mcdropout, synboost, dissimilarity (comma list or "
+                   help="msp, maxlogit, entropy, energy, sml, mcdropout, pebal, synboost, dissimilarity (comma list or "
                         "repeat; 'all'); "
                         "default: the pipeline's")
     e.add_argument("--data", action="append", required=True, help="dataset spec KIND:DIR (repeatable)")
@@ -200,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--pipeline", required=True, help="pipeline file")
     i.add_argument("--images", required=True, help="folder of images")
     i.add_argument("--out", required=True, help="output folder (maps/, heatmaps/, overlays/, report.json)")
-    i.add_argument("--method", help="override the pipeline's method (msp, maxlogit, entropy, energy, sml, ...)")
+    i.add_argument("--method", help="override the pipeline's method (msp, maxlogit, entropy, energy, sml, pebal, ...)")
     i.add_argument("--save", default="npy,heatmap,overlay", help="npy,heatmap,overlay,segmentation")
     i.add_argument("--float16", action="store_true", help="write maps as float16 .npz")
     i.add_argument("--recursive", action="store_true")

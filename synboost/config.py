@@ -139,6 +139,7 @@ class SegModelConfig:
     decoder_dim: int = 256
     head_dropout: float = 0.1
     width: int = 16  #: channels of the tiny backbone
+    abstention: bool = False  #: + PEBAL's abstention output (set by `synboost train pebal`, not by hand)
 
 
 @dataclasses.dataclass
@@ -169,8 +170,9 @@ class SegmentationConfig:
 class PipelineConfig:
     """A pipeline file (``pipelines/*.yaml``): how trained stages compose into one anomaly detector."""
 
-    method: str = "entropy"  #: msp | maxlogit | entropy | energy | sml | mcdropout | synboost | dissimilarity
+    method: str = "entropy"  #: msp | maxlogit | entropy | energy | sml | mcdropout | pebal | synboost | dissimilarity
     segmenter: str = ""  #: our segmenter checkpoint (.safetensors); relative paths are relative to the file
+    pebal: str = ""  #: a PEBAL fine-tune of that segmenter (pebal.safetensors), scored as method 'pebal' beside it
     input_size: list[int] = dataclasses.field(default_factory=list)  #: segmenter input (H, W); [] = native
     batch_size: int = 4
     device: str = "auto"
@@ -274,11 +276,60 @@ class DissimilarityConfig:
 
 
 @dataclasses.dataclass
+class PebalLossConfig:
+    """PEBAL's loss constants; defaults are the official code's (see :mod:`synboost.losses.pebal`)."""
+
+    m_in: float = -12.0  #: inlier energies are pushed below it; pick near the base model's inlier energies
+    m_out: float = -6.0  #: outlier energies are pushed above it
+    ood_reg: float = 0.1
+    energy_weight: float = 0.1
+    smooth_weight: float = 3e-6
+    sparsity_weight: float = 5e-4
+    form: str = "code"  #: code | paper (regulariser weights and sparsity norm as the paper states them)
+
+
+@dataclasses.dataclass
+class PebalDataConfig:
+    train: str = "cityscapes:data/cityscapes@train"
+    val: str = "cityscapes:data/cityscapes@val"  #: validation: val images with pasted outliers (AP) and mIoU
+    outliers: str = "coco:data/coco"  #: dataset spec of outlier objects, or "synthetic" (the world's own objects)
+    mix_ratio: float = 0.1  #: outlier-mixed samples per training image and epoch (official: 297 per 2975)
+    object_scale: float = 1.0  #: resize factor of pasted objects (official: 1, native size)
+    object_size: list[float] = dataclasses.field(default_factory=lambda: [0.08, 0.4])  #: "synthetic" objects, x height
+    object_shapes: list[str] = dataclasses.field(default_factory=list)  #: "synthetic": shapes used ([] = all)
+    object_fills: list[str] = dataclasses.field(default_factory=list)  #: "synthetic": fills used ([] = all)
+    blend: float = 0.0  #: feathering of the pasted edge in pixels (official: 0, a hard paste)
+    crop: list[int] = dataclasses.field(default_factory=lambda: [900, 900])
+    scale_min: float = 0.5
+    scale_max: float = 2.0
+    flip: bool = True
+    val_images: int = 100  #: validation images (0 = all)
+    val_objects: int = 2  #: outliers pasted per validation image
+    val_size: list[int] = dataclasses.field(default_factory=list)  #: resize validation images to (H, W); [] = native
+
+
+@dataclasses.dataclass
+class PebalConfig:
+    """``synboost train pebal``: fine-tune a trained segmenter's head with PEBAL's abstention and energy losses
+    on AnomalyMix data."""
+
+    out: str = "runs/pebal"
+    segmenter: str = ""  #: the segmenter to fine-tune (segmenter.safetensors of `synboost train segmentation`)
+    freeze_bn: bool = True  #: keep the frozen trunk's BatchNorm statistics (the official code lets them drift)
+    loss: PebalLossConfig = dataclasses.field(default_factory=PebalLossConfig)
+    data: PebalDataConfig = dataclasses.field(default_factory=PebalDataConfig)
+    train: LoopConfig = dataclasses.field(default_factory=lambda: LoopConfig(lr=1e-5, batch_size=8, weight_decay=0.0,
+                                                                              epochs=40))
+    poly_power: float = 0.9
+
+
+@dataclasses.dataclass
 class DemoConfig:
     """``synboost demo``: the whole job on the embedded synthetic world, on the CPU, in minutes. The three stages
     are small versions of the real ones (a tiny DeepLabV3+, a narrow SPADE generator, a dissimilarity network at
     a quarter of the official width), trained from scratch since no ImageNet weights can be assumed offline;
-    synthesis and dissimilarity run at half the segmentation resolution per side (the official ratio is 1/4)."""
+    synthesis and dissimilarity run at half the segmentation resolution per side (the official ratio is 1/4).
+    PEBAL fine-tunes the same segmenter's head and is scored in the same table."""
 
     out: str = "runs/demo"
     world: SyntheticWorldConfig = dataclasses.field(
@@ -304,8 +355,19 @@ class DemoConfig:
         data=DissimDataConfig(size=[64, 128], variants=2),
         train=LoopConfig(epochs=8, batch_size=4, lr=5e-4, weight_decay=0.0, workers=0, log_every=20),
     ))
+    pebal: PebalConfig = dataclasses.field(default_factory=lambda: PebalConfig(
+        out="runs/demo/pebal",
+        loss=PebalLossConfig(m_in=-9.0, m_out=-4.0),
+        # outlier exposure with some of the world's object families only: the test scenes also hold shapes
+        # (stars, rings) and fills (checkerboards, stripes) that PEBAL never saw, as COCO objects differ from
+        # real road anomalies
+        data=PebalDataConfig(outliers="synthetic", mix_ratio=0.5, object_shapes=["blob", "poly", "box"],
+                             object_fills=["solid", "noise", "gradient"], crop=[128, 256], scale_min=0.75,
+                             scale_max=1.5, val_images=0),
+        train=LoopConfig(epochs=6, batch_size=8, lr=1e-3, weight_decay=0.0, workers=0, log_every=10),
+    ))
     methods: list[str] = dataclasses.field(default_factory=lambda: ["msp", "maxlogit", "entropy", "energy", "sml",
-                                                                    "dissimilarity", "synboost"])
+                                                                    "pebal", "dissimilarity", "synboost"])
 
 
 @dataclasses.dataclass

@@ -1,7 +1,7 @@
 """``synboost demo``: the main job on the embedded default, on a fresh machine, with no data and no weights.
 
-world -> segmentation -> synthesis -> dissimilarity -> SynBoost and the post-hoc baselines on held-out anomaly
-scenes -> table, curves, heatmaps. A step that already finished with the same config is reused, so an
+world -> segmentation -> PEBAL -> synthesis -> dissimilarity -> SynBoost, PEBAL and the post-hoc baselines on
+held-out anomaly scenes -> table, curves, heatmaps. A step that already finished with the same config is reused, so an
 interrupted demo continues where it stopped (a stage's own training also resumes from its last epoch).
 """
 from __future__ import annotations
@@ -46,6 +46,7 @@ def _shrink(cfg: DemoConfig) -> None:
     cfg.synthesis.data.size, cfg.synthesis.model.num_upsampling = [32, 64], 4
     cfg.synthesis.train.epochs = 1
     cfg.dissimilarity.data.size, cfg.dissimilarity.train.epochs = [32, 64], 1
+    cfg.pebal.data.crop, cfg.pebal.train.epochs, cfg.pebal.train.batch_size = [64, 128], 1, 4
 
 
 def _place(cfg: DemoConfig) -> None:
@@ -54,7 +55,9 @@ def _place(cfg: DemoConfig) -> None:
     cfg.world.out = str(out / "world")
     train, val = f"synthetic:{cfg.world.out}@train", f"synthetic:{cfg.world.out}@val"
     cfg.segmentation.out, cfg.synthesis.out = str(out / "segmentation"), str(out / "synthesis")
-    cfg.dissimilarity.out = str(out / "dissimilarity")
+    cfg.dissimilarity.out, cfg.pebal.out = str(out / "dissimilarity"), str(out / "pebal")
+    cfg.pebal.data.train, cfg.pebal.data.val = train, val
+    cfg.pebal.segmenter = str(out / "segmentation" / "segmenter.safetensors")
     cfg.segmentation.data.train, cfg.segmentation.data.val = train, val
     cfg.synthesis.data.train, cfg.synthesis.data.val = train, val
     cfg.dissimilarity.data.train = train
@@ -74,27 +77,34 @@ def _step(title: str, done: bool, run: Callable[[], object], times: dict, key: s
     return not done
 
 
-def prepare_stages(cfg: DemoConfig, resume: bool = True, dissimilarity: bool = True) -> tuple[dict, bool]:
-    """Steps 1-4 of the demo (world, segmentation, synthesis, dissimilarity), each reused when already done with
-    the same config; returns (seconds per step, whether anything upstream of the dissimilarity stage ran)."""
+def prepare_stages(cfg: DemoConfig, resume: bool = True, dissimilarity: bool = True,
+                   pebal: bool = True) -> tuple[dict, bool]:
+    """Steps 1-5 of the demo (world, segmentation, PEBAL, synthesis, dissimilarity), each reused when already
+    done with the same config; returns (seconds per step, whether anything upstream of the dissimilarity stage
+    ran)."""
     from synboost.data.synthetic import write_world
     from synboost.training.dissimilarity import train_dissimilarity
+    from synboost.training.pebal import train_pebal
     from synboost.training.segmentation import train_segmentation
     from synboost.training.synthesis import train_synthesis
 
     times: dict[str, float] = {}
-    w, seg, syn, dis = cfg.world, cfg.segmentation, cfg.synthesis, cfg.dissimilarity
-    ran = _step(f"[1/5] synthetic world: {w.n} scenes of {w.height}x{w.width} -> {w.out}",
+    w, seg, syn, dis, peb = cfg.world, cfg.segmentation, cfg.synthesis, cfg.dissimilarity, cfg.pebal
+    ran = _step(f"[1/6] synthetic world: {w.n} scenes of {w.height}x{w.width} -> {w.out}",
                 resume and _world_is_current(w), lambda: write_world(w), times, "world")
-    ran |= _step(f"[2/5] segmentation: DeepLabV3+ ({seg.model.backbone} trunk), {seg.train.epochs} epochs",
+    ran |= _step(f"[2/6] segmentation: DeepLabV3+ ({seg.model.backbone} trunk), {seg.train.epochs} epochs",
                  resume and not ran and _stage_done(seg, "segmenter.safetensors"),
                  lambda: train_segmentation(seg, resume=resume and not ran), times, "segmentation")
-    ran_syn = _step(f"[3/5] synthesis: SPADE generator at {syn.data.size[0]}x{syn.data.size[1]}, {syn.train.epochs} "
+    if pebal:
+        _step(f"[3/6] PEBAL: the segmenter's head with abstention and energy losses on AnomalyMix, "
+              f"{peb.train.epochs} epochs", resume and not ran and _stage_done(peb, "pebal.safetensors"),
+              lambda: train_pebal(peb, resume=resume and not ran), times, "pebal")
+    ran_syn = _step(f"[4/6] synthesis: SPADE generator at {syn.data.size[0]}x{syn.data.size[1]}, {syn.train.epochs} "
                     "epochs", resume and not ran and _stage_done(syn, "generator.safetensors"),
                     lambda: train_synthesis(syn, resume=resume and not ran), times, "synthesis")
     ran |= ran_syn
     if dissimilarity:
-        _step(f"[4/5] dissimilarity: anomaly data (label switching + void) and {dis.train.epochs} epochs",
+        _step(f"[5/6] dissimilarity: anomaly data (label switching + void) and {dis.train.epochs} epochs",
               resume and not ran and _stage_done(dis, "dissimilarity.safetensors"),
               lambda: train_dissimilarity(dis, resume=resume and not ran), times, "dissimilarity")
     return times, ran
@@ -114,7 +124,7 @@ def run_demo(cfg: DemoConfig, quick: bool = False, resume: bool = True) -> dict:
     times, _ = prepare_stages(cfg, resume)
     w, seg, syn, dis = cfg.world, cfg.segmentation, cfg.synthesis, cfg.dissimilarity
 
-    print(f"[5/5] evaluation on {w.out}/anomaly/test (held-out scenes with out-of-distribution objects)")
+    print(f"[6/6] evaluation on {w.out}/anomaly/test (held-out scenes with out-of-distribution objects)")
     t = time.time()
     from synboost.pipeline import write_pipeline_file
 
@@ -122,13 +132,14 @@ def run_demo(cfg: DemoConfig, quick: bool = False, resume: bool = True) -> dict:
         out / "pipeline.yaml", method="synboost", segmenter=str(Path(dis.segmenter).resolve()),
         generator=str(Path(dis.generator).resolve()),
         dissimilarity=str((Path(dis.out) / "dissimilarity.safetensors").resolve()),
+        pebal=str((Path(cfg.pebal.out) / "pebal.safetensors").resolve()),
         perceptual_vgg_pretrained=dis.perceptual_vgg_pretrained, batch_size=seg.train.batch_size)
     det = load_pipeline(pipe)
     report = evaluate(det, open_dataset(f"synthetic:{w.out}"), cfg.methods, out / "eval",
                       dataset_name="synthetic anomaly test")
     times["evaluation"] = time.time() - t
     val = {k: json.loads((Path(c.out) / "summary.json").read_text())["best_val"] for k, c in
-           (("segmentation", seg), ("synthesis", syn), ("dissimilarity", dis))}
+           (("segmentation", seg), ("synthesis", syn), ("dissimilarity", dis), ("pebal", cfg.pebal))}
     summary = {"report": report, "stages": val, "seconds": times, "config": to_dict(cfg)}
     write_json(out / "report.json", summary)
     sv, dv = val["synthesis"], val["dissimilarity"]
@@ -138,7 +149,9 @@ def run_demo(cfg: DemoConfig, quick: bool = False, resume: bool = True) -> dict:
             f"- generator L1 to the real held-out images: {sv['l1']:.4f} (epoch {sv['epoch']}; per-class "
             f"mean-colour painting: "
             f"{sv['l1_mean_colour_painting']:.4f})\n"
-            f"- dissimilarity AP on held-out training anomalies: {100 * dv['heldout_ap']:.1f} (epoch {dv['epoch']})\n\n"
+            f"- dissimilarity AP on held-out training anomalies: {100 * dv['heldout_ap']:.1f} (epoch {dv['epoch']})\n"
+            f"- PEBAL AP on held-out scenes with pasted outliers: {100 * val['pebal']['ap']:.1f}, segmenter mIoU "
+            f"there {100 * val['pebal']['miou']:.1f} (epoch {val['pebal']['epoch']})\n\n"
             f"{markdown_table(report)}\n"
             "Time: " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()) + f" (total {sum(times.values()):.0f} s)\n")
     write_text(out / "report.md", text)

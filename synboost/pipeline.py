@@ -22,21 +22,44 @@ from synboost.errors import CheckpointError, ConfigError
 from synboost.hub.checkpoint import load_into, load_model
 from synboost.models import create_model
 
-POSTHOC_METHODS = ("msp", "maxlogit", "entropy", "energy", "sml", "mcdropout")
+POSTHOC_METHODS = ("msp", "maxlogit", "entropy", "energy", "sml", "mcdropout", "pebal")
+
+
+def build_segmenter(m: SegModelConfig) -> torch.nn.Module:
+    """The DeepLabV3+ of a :class:`SegModelConfig` (random weights)."""
+    return create_model("deeplabv3plus", backbone=m.backbone, num_classes=m.num_classes,
+                        output_stride=m.output_stride, aspp_dim=m.aspp_dim, decoder_dim=m.decoder_dim,
+                        head_dropout=m.head_dropout, width=m.width, abstention=m.abstention)
 
 
 def load_segmenter(path: str | os.PathLike, device: torch.device | str = "cpu"):
-    """(model in eval mode, SML statistics or None) from one of our segmenter checkpoints."""
+    """(model in eval mode, SML statistics or None) from one of our segmenter checkpoints (a PEBAL fine-tune
+    included: its ``forward`` gives the inlier logits)."""
     sd, meta = load_model(path, expect_kind="segmenter")
     stats = {k[len("_stats."):]: v for k, v in sd.items() if k.startswith("_stats.")}
     weights = {k: v for k, v in sd.items() if not k.startswith("_stats.")}
-    m = from_dict(SegModelConfig, meta["model"])
-    model = create_model("deeplabv3plus", backbone=m.backbone, num_classes=m.num_classes,
-                         output_stride=m.output_stride, aspp_dim=m.aspp_dim, decoder_dim=m.decoder_dim,
-                         head_dropout=m.head_dropout, width=m.width)
+    model = build_segmenter(from_dict(SegModelConfig, meta["model"]))
     load_into(model, weights, str(path))
     sml = (stats["sml_mean"], stats["sml_std"]) if "sml_mean" in stats else None
     return model.to(device).eval(), sml
+
+
+def _same_below_head(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    """Whether two segmenters hold the same weights and BatchNorm statistics everywhere below the head."""
+    head = getattr(a, "HEAD", ())
+    sa, sb = a.state_dict(), b.state_dict()
+    below = [k for k in sa if k.split(".")[0] not in head]
+    return all(k in sb and sa[k].shape == sb[k].shape and torch.equal(sa[k], sb[k].to(sa[k].device)) for k in below)
+
+
+def load_pebal(path: str | os.PathLike, device: torch.device | str = "cpu") -> torch.nn.Module:
+    """A PEBAL fine-tune (eval mode) from ``pebal.safetensors``; a segmenter without the abstention output is
+    refused with the fix."""
+    model, _ = load_segmenter(path, device)
+    if not getattr(model, "abstention", False):
+        raise CheckpointError(f"{path}: a plain segmenter, not a PEBAL fine-tune (no abstention output); "
+                              "give the pebal.safetensors of `synboost train pebal`")
+    return model
 
 
 def build_generator(m, size) -> torch.nn.Module:
@@ -99,35 +122,62 @@ def images_to_batch(images: Sequence[np.ndarray], device, size=None) -> torch.Te
 
 
 class PosthocDetector:
-    """A segmenter plus one post-hoc score (MSP, max logit, entropy, energy, SML, MC dropout)."""
+    """A segmenter plus one post-hoc score (MSP, max logit, entropy, energy, SML, MC dropout), or PEBAL's
+    smoothed energy when the segmenter is a PEBAL fine-tune or one is given beside it (``pebal_model``).
+
+    A PEBAL fine-tune with a frozen trunk (the default) has the same weights as its base below the head; the
+    detector then runs the trunk once and both heads on it, so the PEBAL score costs two small convolutions."""
 
     def __init__(self, segmenter: torch.nn.Module, method: str = "entropy", sml_stats=None, input_size=None,
-                 batch_size: int = 4, mc_samples: int = 8, device: torch.device | str = "cpu", amp: bool = False):
+                 batch_size: int = 4, mc_samples: int = 8, device: torch.device | str = "cpu", amp: bool = False,
+                 pebal_model: torch.nn.Module | None = None):
         if method not in POSTHOC_METHODS:
             raise ConfigError(f"unknown method '{method}'; post-hoc methods: {', '.join(POSTHOC_METHODS)}")
         if method == "sml" and sml_stats is None:
             raise ConfigError("method 'sml' needs class statistics: the segmenter checkpoint has none "
                               "(train with sml_stats=true)")
         self.model, self.method, self.sml_stats = segmenter, method, sml_stats
+        self.pebal_model = pebal_model
+        self.shared_trunk = pebal_model is not None and _same_below_head(segmenter, pebal_model)
+        if method == "pebal" and not self.has_pebal:
+            raise ConfigError("method 'pebal' needs a PEBAL fine-tune (pebal.safetensors of `synboost train pebal`):"
+                              " give it as the pipeline's 'pebal' (or as its segmenter); the plain segmenter's "
+                              "energy is method 'energy'")
         self.input_size, self.batch_size, self.mc_samples = input_size or None, batch_size, mc_samples
         self.device = torch.device(device)
         self.amp = amp  #: bf16 autocast on CUDA (scores and the final softmax are computed in float32)
 
     @property
+    def has_pebal(self) -> bool:
+        return self.pebal_model is not None or getattr(self.model, "abstention", False)
+
+    @property
     def methods(self) -> tuple[str, ...]:
         """Every method this detector can score from one forward pass (``score_all``)."""
-        return tuple(m for m in POSTHOC_METHODS if m not in ("mcdropout",) and (m != "sml" or self.sml_stats))
+        return tuple(m for m in POSTHOC_METHODS if m not in ("mcdropout",) and (m != "sml" or self.sml_stats)
+                     and (m != "pebal" or self.has_pebal))
 
-    def _logits(self, batch: torch.Tensor) -> torch.Tensor:
-        return self.model(batch)
+    def _logits(self, batch: torch.Tensor, pebal: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(segmenter logits, PEBAL inlier logits if ``pebal`` else None)."""
+        if not pebal or self.pebal_model is None:
+            logits = self.model(batch)
+            return logits, (logits if pebal else None)
+        if self.shared_trunk:
+            dec = self.model.decoder_input(batch)
+            size = batch.shape[2:]
+            return self.model.head(dec, size)[0], self.pebal_model.head(dec, size)[0]
+        return self.model(batch), self.pebal_model(batch)
 
-    def _maps(self, logits: torch.Tensor, methods: Sequence[str], batch: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _maps(self, logits: torch.Tensor, methods: Sequence[str], batch: torch.Tensor,
+              pebal_logits: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         out = {}
         for m in methods:
             if m == "sml":
                 out[m] = scores.sml(logits, *self.sml_stats)
             elif m == "mcdropout":
                 out[m] = self._mc(batch)
+            elif m == "pebal":
+                out[m] = scores.pebal(pebal_logits)
             else:
                 out[m] = scores.LOGIT_SCORES[m](logits)
         return out
@@ -156,8 +206,8 @@ class PosthocDetector:
                 batch = images_to_batch([images[i] for i in part], self.device, self.input_size)
                 with torch.autocast(self.device.type, dtype=torch.bfloat16,
                                     enabled=self.amp and self.device.type == "cuda"):
-                    logits = self._logits(batch)
-                    maps = self._maps(logits, methods, batch)
+                    logits, pebal_logits = self._logits(batch, "pebal" in methods)
+                    maps = self._maps(logits, methods, batch, pebal_logits)
                 maps["segmentation"] = logits.argmax(1).float()
                 for name, t in maps.items():
                     if t.shape[-2:] != shape[:2]:
@@ -202,8 +252,9 @@ def build_detector(cfg: PipelineConfig, base: Path | None = None, device: str | 
 
     dev = pick_device(device or cfg.device)
     model, sml = load_segmenter(_checkpoint(cfg.segmenter, "segmenter", "segmentation", base), dev)
+    pebal = load_pebal(_checkpoint(cfg.pebal, "pebal", "pebal", base), dev) if cfg.pebal else None
     common = dict(input_size=cfg.input_size, batch_size=cfg.batch_size, mc_samples=cfg.mc_samples, device=dev,
-                  amp=cfg.amp)
+                  amp=cfg.amp, pebal_model=pebal)
     if cfg.method not in SynBoostDetector.EXTRA and not cfg.dissimilarity:
         return PosthocDetector(model, cfg.method, sml, **common)
     gen = load_generator(_checkpoint(cfg.generator, "generator", "synthesis", base), dev)
@@ -297,6 +348,8 @@ class SynBoostDetector(PosthocDetector):
         super().__init__(segmenter, "entropy", sml_stats, **kw)
         if method not in POSTHOC_METHODS + self.EXTRA:
             raise ConfigError(f"unknown method '{method}'; methods: {', '.join(POSTHOC_METHODS + self.EXTRA)}")
+        if method in POSTHOC_METHODS:  # the same checks as a post-hoc detector of that method
+            PosthocDetector(segmenter, method, sml_stats, pebal_model=kw.get("pebal_model"))
         self.method = method
         self.generator, self.dissim, self.vgg19 = generator, dissim, vgg19
         self.size, self.ensemble, self.weights = tuple(size), ensemble, tuple(ensemble_weights)
@@ -305,8 +358,8 @@ class SynBoostDetector(PosthocDetector):
     def methods(self) -> tuple[str, ...]:
         return super().methods + self.EXTRA
 
-    def _maps(self, logits, methods, batch):
-        out = super()._maps(logits, [m for m in methods if m not in self.EXTRA], batch)
+    def _maps(self, logits, methods, batch, pebal_logits=None):
+        out = super()._maps(logits, [m for m in methods if m not in self.EXTRA], batch, pebal_logits)
         if not any(m in self.EXTRA for m in methods):
             return out
         image01 = imagenet_denormalize01(batch)

@@ -161,8 +161,17 @@ def mc_dropout(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
 
 
 def gaussian_blur(score: torch.Tensor, size: int = 7, sigma: float = 1.0) -> torch.Tensor:
-    """Plain Gaussian smoothing (PEBAL smooths its energy score with 7x7, sigma 1)."""
-    return dilated_smoothing(score, size, sigma, dilation=1)
+    """Gaussian blur of (B, H, W) maps, each image on its own, reflect padding: torchvision's ``GaussianBlur``,
+    which PEBAL uses for its abstention payoff and its test-time score."""
+    from torchvision.transforms.functional import gaussian_blur as tv_blur
+
+    return tv_blur(score.float().unsqueeze(1), [size, size], [sigma, sigma]).squeeze(1)
+
+
+def pebal(logits: torch.Tensor, size: int = 7, sigma: float = 1.0) -> torch.Tensor:
+    """PEBAL's anomaly score: the free energy of the inlier logits, Gaussian-blurred (7x7, sigma 1). The
+    abstention output is not used at test time (a PEBAL model's ``forward`` returns the inlier logits only)."""
+    return gaussian_blur(energy(logits), size, sigma)
 
 
 #: the post-hoc scores computed from logits alone, by name

@@ -78,3 +78,43 @@ def test_missing_imagenet_weights_say_which_file(tmp_path, monkeypatch):
     cfg = load_config(SegmentationConfig, None, ["model.backbone=resnet50"])
     with pytest.raises(CheckpointError, match=r"resnet50-\w+\.pth .*hub/checkpoints.*model.pretrained=false"):
         SegmentationTask(cfg).build_model()
+
+
+def test_abstention_output_keeps_the_class_filters_and_forward_gives_inliers():
+    torch.manual_seed(0)
+    m = create_model("deeplabv3plus", backbone="tiny", aspp_dim=16, decoder_dim=16, width=8).eval()
+    x = torch.randn(2, 3, 64, 128)
+    with torch.no_grad():
+        before = m(x)
+        m.add_abstention()
+        after, every = m(x), m(x, all_outputs=True)
+    assert m.classifier.weight.shape == (20, 16, 1, 1)
+    torch.testing.assert_close(after, before)  # the 19 class outputs are untouched by the surgery
+    assert every.shape == (2, 20, 64, 128)
+    torch.testing.assert_close(every[:, :19], before)
+    assert m.classifier.weight[19].abs().sum() > 0  # the abstention filter is initialised (Kaiming), not zero
+
+
+@pytest.mark.parametrize("freeze_bn", [True, False])
+def test_head_only_training_moves_the_head_and_optionally_the_trunk_statistics(freeze_bn):
+    torch.manual_seed(0)
+    m = create_model("deeplabv3plus", backbone="tiny", aspp_dim=16, decoder_dim=16, width=8).add_abstention()
+    params = m.freeze_below_head(freeze_bn)
+    assert {n.split(".")[0] for n, p in m.named_parameters() if p.requires_grad} == {"final", "classifier"}
+    assert len(params) == sum(p.requires_grad for p in m.parameters())
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    m.train()
+    opt = torch.optim.SGD(params, lr=0.1)
+    out = m(torch.randn(2, 3, 64, 128) * 3 + 1, all_outputs=True)
+    out.square().mean().backward()
+    opt.step()
+    after = m.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert any(k.startswith("final.") and k.endswith("weight") for k in changed)
+    assert "classifier.weight" in changed
+    trunk_params = {k for k, _ in m.named_parameters() if k.split(".")[0] not in ("final", "classifier")}
+    assert not (changed & trunk_params)  # frozen weights never move
+    trunk_stats = {k for k in changed if k.endswith("running_mean") and k.split(".")[0] not in ("final",)}
+    # frozen BN (default): the trunk's running statistics stay; the official behaviour lets them drift
+    assert (not trunk_stats) if freeze_bn else bool(trunk_stats)
+    assert m.trunk.training is (not freeze_bn) and m.final.training

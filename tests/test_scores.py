@@ -94,3 +94,14 @@ def test_mc_dropout_is_entropy_of_mean_softmax():
     got = scores.mc_dropout(lambda x: next(it), torch.zeros(1), samples=3)
     p = np.mean([_np_softmax(o.numpy()) for o in outs], axis=0)
     np.testing.assert_allclose(got.numpy(), -(p * np.log(p)).sum(1), rtol=1e-5)
+
+
+def test_gaussian_blur_and_pebal_score_match_scipy():
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(0)
+    z = torch.tensor(rng.normal(0, 2, (2, 19, 20, 24)), dtype=torch.float32)
+    e = scores.energy(z).numpy()
+    ref = np.stack([gaussian_filter(m, sigma=1.0, mode="mirror", truncate=3.0) for m in e])  # torch "reflect"
+    np.testing.assert_allclose(scores.gaussian_blur(torch.tensor(e)).numpy(), ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(scores.pebal(z).numpy(), ref, rtol=1e-5, atol=1e-5)

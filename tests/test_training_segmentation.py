@@ -8,16 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from synboost.config import SegmentationConfig, load_config
+from conftest import seg_config as _cfg
+
 from synboost.hub.checkpoint import load_model
-
-
-def _cfg(world, out, *extra):
-    return load_config(SegmentationConfig, None, [
-        f"out={out}", "model.backbone=tiny", "model.pretrained=false", "model.aspp_dim=32", "model.decoder_dim=32",
-        f"data.train=synthetic:{world}@train", f"data.val=synthetic:{world}@val", "data.crop=[64,128]",
-        "data.scale_min=0.75", "data.scale_max=1.25", "train.batch_size=6", "train.workers=0", "train.lr=0.05",
-        "train.log_every=2", *extra])
 
 
 def test_resume_equals_uninterrupted(tiny_world, tmp_path):
@@ -39,15 +32,14 @@ def test_resume_equals_uninterrupted(tiny_world, tmp_path):
     assert (tmp_path / "a" / "config.yaml").is_file()
 
 
-def test_trained_segmenter_beats_chance_and_baselines_find_anomalies(tiny_world, tmp_path):
+def test_trained_segmenter_beats_chance_and_baselines_find_anomalies(tiny_world, tiny_segmenter, tmp_path):
     """A small segmenter trained for a few CPU-minutes: mIoU floor on held-out scenes, and every post-hoc
     baseline ranks anomaly pixels above the anomaly pixel ratio (the AP of a random score)."""
     from synboost.data.datasets import open_dataset
     from synboost.evaluation import evaluate
     from synboost.pipeline import load_pipeline
-    from synboost.training.segmentation import train_segmentation
 
-    s = train_segmentation(_cfg(tiny_world, tmp_path / "seg", "train.epochs=30", "model.width=16"), progress=False)
+    s = tiny_segmenter
     miou = s["val"]["score"]
     # always predicting the most frequent class (road) scores about 1/19 of road's IoU: ~0.02
     assert miou > 0.2, miou

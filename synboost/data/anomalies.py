@@ -10,9 +10,12 @@
   commented list): pixels of the void label ids unlabeled, static, dynamic (and optionally others) are anomalies;
   the ego vehicle is excluded ("no_ego"). The semantic input there is the segmenter's prediction pasted into the
   void region (``create_void_semantic``), so the label map looks as it would at test time.
+* **AnomalyMix** (PEBAL): outlier objects (COCO objects, or the synthetic world's own) pasted into training
+  images with the label 254; the sources of objects are small classes with ``draw(rng, image_height)``.
 """
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 from synboost.data.labels import NAME_TO_ID
@@ -58,3 +61,90 @@ def void_mask(label_ids: np.ndarray, void_ids: tuple[int, ...] = VOID_ANOMALY_ID
 def paste(base: np.ndarray, source: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """``base`` with ``source`` pasted where ``mask`` is set (e.g. the predicted segmentation into void regions)."""
     return np.where(mask, source, base)
+
+
+# ------------------------------------------------------------------------------------------------ AnomalyMix
+
+#: label of pasted outlier pixels (PEBAL's convention)
+OUTLIER = 254
+
+
+def anomaly_mix(image: np.ndarray, label: np.ndarray, obj_image: np.ndarray, obj_mask: np.ndarray,
+                rng: np.random.Generator, scale: float = 1.0, blend: float = 0.0,
+                outlier_label: int = OUTLIER) -> tuple[np.ndarray, np.ndarray]:
+    """PEBAL's AnomalyMix: paste an outlier object into a training image; returns (image, label) copies.
+
+    As the official loader does by default: the object image and mask are cropped to the mask's bounding box,
+    kept at their own pixel size (``scale=1``), placed at a uniformly random position where the box fits, and
+    only the mask's pixels are copied (a hard paste, ``blend=0``); those pixels get ``outlier_label``.
+    Options: ``scale`` resizes the object first, ``blend`` feathers its edge over that many pixels (Gaussian
+    alpha; the label stays the hard mask). An object larger than the image is shrunk to fit (the official code
+    would skip the paste)."""
+    ys, xs = np.nonzero(obj_mask)
+    if ys.size == 0:
+        return image.copy(), label.copy()
+    obj = obj_image[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+    mask = obj_mask[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+    h, w = label.shape
+    s = min(scale, h / mask.shape[0], w / mask.shape[1])  # shrunk to fit the image
+    if s != 1.0:
+        size = (max(1, int(mask.shape[1] * s)), max(1, int(mask.shape[0] * s)))
+        obj = cv2.resize(obj, size, interpolation=cv2.INTER_LINEAR)
+        mask = cv2.resize(mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)
+    oh, ow = mask.shape
+    y0, x0 = int(rng.integers(0, h - oh + 1)), int(rng.integers(0, w - ow + 1))
+    out_img, out_lab = image.copy(), label.copy()
+    region = out_img[y0:y0 + oh, x0:x0 + ow]
+    if blend > 0:
+        alpha = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), blend, borderType=cv2.BORDER_CONSTANT)
+        alpha = alpha[..., None] * mask[..., None]
+        alpha = np.maximum(alpha, mask[..., None] * 0.5)
+        region[:] = np.clip(alpha * obj + (1 - alpha) * region, 0, 255).astype(image.dtype)
+    else:
+        region[mask] = obj[mask]
+    out_lab[y0:y0 + oh, x0:x0 + ow][mask] = outlier_label
+    return out_img, out_lab
+
+
+class ProceduralOutliers:
+    """Outlier objects drawn by the synthetic world's own generator (``synthetic.ood_object``), sized as a
+    fraction ``size`` (min, max) of the image height: the embedded stand-in for COCO objects. ``shapes`` /
+    ``fills`` restrict the object families (empty = all of them)."""
+
+    def __init__(self, size: tuple[float, float] = (0.08, 0.4), shapes=(), fills=()):
+        from synboost.data.synthetic import OOD_FILLS, OOD_SHAPES
+
+        self.size = tuple(size)
+        self.shapes, self.fills = tuple(shapes) or OOD_SHAPES, tuple(fills) or OOD_FILLS
+        bad = (set(self.shapes) - set(OOD_SHAPES)) | (set(self.fills) - set(OOD_FILLS))
+        if bad:
+            from synboost.errors import ConfigError
+            raise ConfigError(f"unknown outlier shapes/fills {sorted(bad)}; shapes: {', '.join(OOD_SHAPES)}; "
+                              f"fills: {', '.join(OOD_FILLS)}")
+
+    def draw(self, rng: np.random.Generator, image_height: int) -> tuple[np.ndarray, np.ndarray]:
+        from synboost.data.synthetic import ood_object
+
+        px = int(rng.uniform(*self.size) * image_height)
+        col, mask = ood_object(rng, max(px, 6), self.shapes, self.fills)
+        col = col + rng.standard_normal((1, 1, 3)).astype(np.float32) * 10  # per-object colour jitter
+        return np.clip(col, 0, 255).astype(np.uint8), mask
+
+
+class DatasetOutliers:
+    """Outlier objects from a dataset whose samples carry ``image`` and ``mask`` (COCO prepared as Meta-OoD and
+    PEBAL do: the union of a kept image's annotated objects). Unreadable files are skipped and counted."""
+
+    def __init__(self, dataset):
+        self.dataset, self.skipped = dataset, 0
+
+    def draw(self, rng: np.random.Generator, image_height: int) -> tuple[np.ndarray, np.ndarray]:
+        from synboost.errors import ImageReadError
+
+        for _ in range(10):
+            try:
+                s = self.dataset[int(rng.integers(len(self.dataset)))]
+                return s["image"], s["mask"]
+            except ImageReadError:
+                self.skipped += 1
+        raise ImageReadError(f"{self.dataset.root}: 10 unreadable outlier files in a row; check the folder")

@@ -46,15 +46,20 @@ class Scene:
 # ------------------------------------------------------------------------------- out-of-distribution objects
 
 
-def ood_object(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+OOD_SHAPES = ("blob", "star", "ring", "poly", "box")
+OOD_FILLS = ("solid", "checker", "stripes", "noise", "gradient")
+
+
+def ood_object(rng: np.random.Generator, size: int, shapes=OOD_SHAPES, fills=OOD_FILLS) -> tuple[np.ndarray, np.ndarray]:
     """An object that belongs to no class: (size, size, 3) float32 RGB patch and its (size, size) bool mask.
 
-    Shapes: blobs, stars, rings, irregular polygons; fills: saturated or unusual colours, checkerboards,
-    stripes, colour noise, gradients. Used for the anomaly test split and as AnomalyMix outliers.
+    Shapes: blobs, stars, rings, irregular polygons, boxes; fills: saturated or unusual colours, checkerboards,
+    stripes, colour noise, gradients. The anomaly test split uses all of them; outlier exposure (AnomalyMix) can
+    be restricted to some ``shapes`` and ``fills`` so that the test holds object families it never saw.
     """
     s = max(4, int(size))
     m = np.zeros((s, s), np.uint8)
-    shape = rng.choice(["blob", "star", "ring", "poly", "box"])
+    shape = rng.choice(list(shapes))
     cx = cy = s / 2
     if shape == "blob":
         ang = np.linspace(0, 2 * np.pi, 24, endpoint=False)
@@ -75,7 +80,7 @@ def ood_object(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndar
     else:
         w, h = rng.uniform(0.5, 0.95, 2) * s
         m[int(cy - h / 2):int(cy + h / 2), int(cx - w / 2):int(cx + w / 2)] = 1
-    fill = rng.choice(["solid", "checker", "stripes", "noise", "gradient"])
+    fill = rng.choice(list(fills))
     neon = np.array([(255, 0, 255), (0, 255, 255), (255, 120, 0), (140, 255, 0), (255, 0, 120), (120, 0, 255),
                      (255, 255, 255), (255, 230, 0)], np.float32)
     a, b = neon[rng.choice(len(neon), 2, replace=False)]

@@ -33,7 +33,7 @@ from synboost.config import LoopConfig, save_config
 from synboost.data.io import write_json
 from synboost.errors import SynboostError
 from synboost.runtime import dist_info, pick_device
-from synboost.hub.checkpoint import load_into, load_model, load_state, save_model, save_state
+from synboost.hub.checkpoint import load_into, load_model, load_state, read_meta, save_model, save_state
 
 
 class Task(Protocol):
@@ -44,7 +44,7 @@ class Task(Protocol):
     ``DistributedDataParallel(model)`` (a GAN wraps its generator and discriminator separately), and an optional
     ``after_step(model, global_step, out_dir)`` runs on rank 0 after every step (sample grids, ...)."""
 
-    kind: str  #: checkpoint kind, e.g. "segmenter"
+    kind: str  #: checkpoint kind, e.g. "segmenter"; an optional ``name`` labels progress and logs (default: kind)
 
     def build_model(self) -> nn.Module: ...
     def build_optimizer(self, model: nn.Module) -> torch.optim.Optimizer: ...
@@ -111,6 +111,10 @@ class Engine:
 
     # ------------------------------------------------------------------------------------------------ helpers
     @property
+    def name(self) -> str:
+        return getattr(self.task, "name", self.task.kind)
+
+    @property
     def is_main(self) -> bool:
         return self.rank == 0
 
@@ -175,6 +179,9 @@ class Engine:
             _load_state(sched, st.get("scheduler"))
             start, best = int(st["epoch"]) + 1, float(st["best"])
             self.best_val = dict(st.get("best_val") or {})
+            if not self.best_val and self._ckpt("best").is_file():  # a state written before best_val was kept
+                bm = read_meta(self._ckpt("best"))
+                self.best_val = {**bm.get("val", {}), "epoch": int(bm.get("epoch", 0)) + 1}
             if self.is_main:
                 print(f"resuming from {self._ckpt('last')} (epoch {start} of {loop.epochs})")
         elif resume and self.is_main:
@@ -200,7 +207,7 @@ class Engine:
                                 num_workers=loop.workers, pin_memory=self.device.type == "cuda",
                                 persistent_workers=False)
             net.train()
-            bar = tqdm(total=steps, desc=f"{self.task.kind} epoch {epoch + 1}/{loop.epochs}", unit="step",
+            bar = tqdm(total=steps, desc=f"{self.name} epoch {epoch + 1}/{loop.epochs}", unit="step",
                        disable=not (self.progress and self.is_main), dynamic_ncols=True, leave=False)
             t0, running, n = time.time(), 0.0, 0
             for i, batch in enumerate(loader):
@@ -212,7 +219,7 @@ class Engine:
                     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
                         loss, logs = self.task.train_step(net, batch, self.device)
                 if not torch.isfinite(loss):
-                    raise SynboostError(f"{self.task.kind}: loss became {loss.item()} at epoch {epoch + 1} step "
+                    raise SynboostError(f"{self.name}: loss became {loss.item()} at epoch {epoch + 1} step "
                                         f"{i + 1}; the last good checkpoint is {self._ckpt('last')}; "
                                         "lower train.lr and resume")
                 if not manual:
@@ -253,7 +260,7 @@ class Engine:
                 if self.progress:
                     shown = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                                       for k, v in record.items())
-                    tqdm.write(f"[{self.task.kind}] {shown}")
+                    tqdm.write(f"[{self.name}] {shown}")
             self._barrier()
             epochs_run += 1
         finished = not (loop.stop_after and start + epochs_run < loop.epochs)

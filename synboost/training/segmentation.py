@@ -16,7 +16,7 @@ from synboost.data.datasets import open_dataset
 from synboost.data.labels import CLASS_NAMES, IGNORE
 from synboost.data.transforms import augment, resize_pair, to_chw_float
 from synboost.metrics.segmentation import ConfusionMatrix
-from synboost.models import create_model
+from synboost.pipeline import build_segmenter
 from synboost.training.engine import Engine, SeededDataset
 
 
@@ -31,12 +31,6 @@ class SegmentationTrainSet(SeededDataset):
         s = self.items[i]
         img, lab = augment(s["image"], s["label"], self.rng(i), self.crop, self.scale, self.flip)
         return torch.from_numpy(to_chw_float(img)), torch.from_numpy(lab.astype(np.int64))
-
-
-def build_segmenter(cfg_model) -> nn.Module:
-    m = cfg_model
-    return create_model("deeplabv3plus", backbone=m.backbone, num_classes=m.num_classes, output_stride=m.output_stride,
-                        aspp_dim=m.aspp_dim, decoder_dim=m.decoder_dim, head_dropout=m.head_dropout, width=m.width)
 
 
 @torch.no_grad()
