@@ -80,7 +80,16 @@ def load_generator(path: str | os.PathLike, device: torch.device | str = "cpu") 
     from synboost.config import SynModelConfig
 
     sd, meta = load_model(path, expect_kind="generator")
-    gen = build_generator(from_dict(SynModelConfig, meta["model"]), meta["size"])
+    arch = meta.get("architecture", "spade")
+    if arch == "ccfpse":  # the official SynBoost synthesis net (synboost.hub.import_generator.import_ccfpse)
+        try:
+            gen = create_model("ccfpse_generator", **meta["model"], out_size=tuple(meta["size"]))
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(f"{path}: CC-FPSE metadata does not build a model ({e})") from None
+    elif arch == "spade":
+        gen = build_generator(from_dict(SynModelConfig, meta["model"]), meta["size"])
+    else:
+        raise CheckpointError(f"{path}: unknown generator architecture '{arch}' (known: spade, ccfpse)")
     load_into(gen, sd, str(path))
     return gen.to(device).eval()
 
