@@ -74,17 +74,19 @@ def cmd_train(a) -> None:
 
 
 def cmd_eval(a) -> None:
-    from pathlib import Path
-
-    from synboost.data.datasets import open_dataset
-    from synboost.evaluation import evaluate, markdown_table
+    if a.config:
+        return _eval_config(a)
+    from synboost.evaluation import evaluate_many
     from synboost.pipeline import load_pipeline
 
     ov = list(a.overrides)
     if a.segmenter:
         ov.append(f"segmenter={a.segmenter}")
     if not a.pipeline and not a.segmenter:
-        raise SynboostError("give --pipeline FILE (e.g. runs/demo/pipeline.yaml) or --segmenter CHECKPOINT")
+        raise SynboostError("give --pipeline FILE (e.g. runs/demo/pipeline.yaml) or --segmenter CHECKPOINT, "
+                            "or --config configs/reproduce/<table>.yaml")
+    if not a.data:
+        raise SynboostError("give at least one --data KIND:DIR (e.g. --data fishyscapes_laf:/data/fishyscapes)")
     det = load_pipeline(a.pipeline, ov) if a.pipeline else _detector_from_segmenter(ov)
     if a.method is None:
         methods = [det.method]
@@ -92,14 +94,42 @@ def cmd_eval(a) -> None:
         methods = list(det.methods)
     else:
         methods = [m for spec in a.method for m in spec.split(",")]
-    for spec in a.data:
-        name = spec.split(":", 1)[0] if ":" in spec else Path(spec).name
-        ds = open_dataset(spec)
-        out = Path(a.out) / name if a.out else None
-        rep = evaluate(det, ds, methods, out, dataset_name=name, max_images=a.max_images, fpr_rule=a.fpr_rule)
-        print(markdown_table(rep))
-        if out is not None:
-            print(f"written to {out}/ (metrics.json, metrics.md, curves.png, examples/)")
+    reports = evaluate_many(det, a.data, methods, a.out, max_images=a.max_images, fpr_rule=a.fpr_rule or "first_ge",
+                            components=a.components, eval_size=a.eval_size, submission=a.submission,
+                            formats=a.formats)
+    if len(reports) > 1:
+        from synboost.evaluation import combined_table
+
+        print(combined_table(reports))
+    if a.out:
+        print(f"written to {a.out}/<dataset>/ (metrics.json, metrics.md, curves.png, examples/) and "
+              f"{a.out}/summary.md (every dataset in one table)")
+    if a.submission:
+        print(f"submission files in {a.submission}/")
+
+
+def _eval_config(a) -> None:
+    """``eval --config``: a reproduction config; --set edits it, the other flags override its fields."""
+    from synboost.config import ReproduceConfig, load_config
+    from synboost.reproduce import reproduce
+
+    if a.data or a.segmenter:
+        raise SynboostError("with --config, point at the data with --set data.<kind>=PATH (or --set data_root=DIR) "
+                            "and at weights through the config's pipeline; --data / --segmenter are not used")
+    ov = list(a.overrides)
+    flags = {"pipeline": a.pipeline, "out": a.out, "max_images": a.max_images, "fpr_rule": a.fpr_rule,
+             "components": a.components, "submission": a.submission}
+    ov += [f"{k}={v}" for k, v in flags.items() if v is not None]
+    if a.method:
+        ov.append(f"methods=[{','.join(m for spec in a.method for m in spec.split(','))}]")
+    if a.eval_size:
+        ov.append(f"eval_size=[{a.eval_size[0]},{a.eval_size[1]}]")
+    if a.formats:
+        ov.append(f"formats=[{a.formats}]")
+    res = reproduce(load_config(ReproduceConfig, a.config, ov))
+    print(res["summary"])
+    print(res["text"])
+    print(f"written to {res['out']}/ (reproduce.md, reproduce.json, summary.md, <dataset>/metrics.json)")
 
 
 def _detector_from_segmenter(ov):
@@ -116,9 +146,15 @@ def cmd_infer(a) -> None:
     ov = list(a.overrides) + ([f"method={a.method}"] if a.method else [])
     det = load_pipeline(a.pipeline, ov)
     rep = run_folder_distributed(det, a.images, a.out, recursive=a.recursive, resume=not a.no_resume,
-                                 save=a.save, float16=a.float16, info={"pipeline": str(a.pipeline)})
+                                 save=a.save, float16=a.float16, info={"pipeline": str(a.pipeline)},
+                                 formats=a.formats or (), submission_dir=a.submission, method_name=a.method_name,
+                                 dataset_name=a.dataset_name)
     c = rep["counts"]
     print(f"{c['done']} done, {c['done_earlier']} done earlier, {c['skipped']} skipped -> {a.out}/ (report.json)")
+    if rep.get("formats"):
+        print(f"submission ({', '.join(rep['formats'])}) in {rep['submission_dir']}/"
+              + (f" (SMIYC: anomaly_p/{rep['method_name']}/{rep['dataset_name']}/)" if "smiyc" in rep["formats"]
+                 else ""))
     for s in rep.get("skipped", [])[:10]:
         print(f"  skipped: {s['reason']}")
 
@@ -168,6 +204,32 @@ def cmd_bench(a) -> None:
         run_pipeline_benchmark(out_json=a.out or "benchmarks/results/pipeline.json", quick=a.quick)
 
 
+def cmd_weights(a) -> None:
+    from synboost.hub import registry
+
+    m = registry.load_manifest(a.manifest)
+    if a.what == "list":
+        print(f"weights folder: {registry.weights_dir()} (SYNBOOST_WEIGHTS); manifest: {m.path}")
+        for r in registry.status(m):
+            state = "present" if r["present"] else "missing"
+            imp = "" if r["imported"] is None else (", imported" if r["imported"] else ", not imported")
+            print(f"  {r['name']:<28} {state}{imp:<15} {r['file']}")
+    elif a.what == "verify":
+        rows = registry.verify(m, a.names or None)
+        for r in rows:
+            extra = f" sha256 {r['sha256']} ({r['bytes']} bytes)" if "sha256" in r else ""
+            print(f"  {r['name']:<28} {r['state']:<18} {r['file']}{extra}")
+        if any(r["state"] == "MISMATCH" for r in rows):
+            raise SynboostError("checksum mismatch: the file is corrupt or another version; download it again")
+    elif a.what == "download":
+        for name in a.names:
+            print(f"{name}: {registry.download(m, name, a.url)}")
+    elif a.what == "import":
+        for name in a.names:
+            out = registry.import_weights(m, name, a.src, a.out)
+            print(f"{name}: {out} (name it in a pipeline file as '{name}')")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="synboost", description="Pixel-wise anomaly segmentation of driving scenes.")
     sub = p.add_subparsers(dest="verb", required=True)
@@ -187,18 +249,35 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     t.set_defaults(fn=cmd_train)
 
-    e = sub.add_parser("eval", help="AP / FPR95 / AUROC (and mIoU) of a detector on labelled anomaly data")
+    e = sub.add_parser("eval", help="AP / FPR95 / AUROC (and mIoU, SMIYC component metrics) of a detector on "
+                                    "labelled anomaly data; or a paper table with --config")
+    e.add_argument("--config", help="reproduction config (configs/reproduce/*.yaml): pipeline, datasets, methods "
+                                    "and the published numbers, printed beside ours; --set edits it "
+                                    "(e.g. --set data.fishyscapes_laf=/data/fs)")
     e.add_argument("--pipeline", help="pipeline file (pipelines/*.yaml or a run's pipeline.yaml)")
     e.add_argument("--segmenter", help="segmenter checkpoint (instead of a pipeline file)")
     e.add_argument("--method", action="append", default=None,
                    help="msp, maxlogit, entropy, energy, sml, mcdropout, pebal, synboost, dissimilarity (comma list or "
                         "repeat; 'all'); "
                         "default: the pipeline's")
-    e.add_argument("--data", action="append", required=True, help="dataset spec KIND:DIR (repeatable)")
-    e.add_argument("--out", help="folder for metrics.json/.md, curves and examples")
+    e.add_argument("--data", action="append", default=[],
+                   help="dataset spec KIND:DIR (repeatable; e.g. fishyscapes_laf:DIR road_anomaly:DIR "
+                        "smiyc_anomaly:DIR lostandfound:DIR@test)")
+    e.add_argument("--out", help="folder: <dataset>/metrics.json/.md, curves, examples; summary.md over all datasets")
     e.add_argument("--max-images", type=int)
-    e.add_argument("--fpr-rule", default="first_ge", choices=["first_ge", "first_gt", "closest", "interp"])
-    e.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    e.add_argument("--fpr-rule", default=None, choices=["first_ge", "first_gt", "closest", "interp"],
+                   help="FPR95 convention (default first_ge, the Fishyscapes/SMIYC one)")
+    e.add_argument("--components", nargs="?", const="auto", choices=["auto", "anomaly", "obstacle", "off"],
+                   help="SMIYC sIoU / PPV / mean F1 (default: on the SMIYC tracks and LostAndFound only); alone: "
+                        "every dataset with its track's sizes (else anomaly: 500 / 100 px)")
+    e.add_argument("--eval-size", type=_size, help="HxW to score at (maps area-resized, labels nearest), e.g. "
+                                                    "256x512 for SynBoost's protocol; default the labels' size")
+    e.add_argument("--submission", metavar="DIR", help="also write each method's benchmark submission files here "
+                                                       "(every frame, labelled or not)")
+    e.add_argument("--format", dest="formats", help="submission formats: smiyc,fishyscapes (default: Fishyscapes "
+                                                    "data -> fishyscapes, else smiyc)")
+    e.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="a pipeline value (with --config: a reproduction config value)")
     e.set_defaults(fn=cmd_eval)
 
     i = sub.add_parser("infer", help="anomaly maps for a folder of images (resumable, skips bad files)")
@@ -206,8 +285,16 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--images", required=True, help="folder of images")
     i.add_argument("--out", required=True, help="output folder (maps/, heatmaps/, overlays/, report.json)")
     i.add_argument("--method", help="override the pipeline's method (msp, maxlogit, entropy, energy, sml, pebal, ...)")
-    i.add_argument("--save", default="npy,heatmap,overlay", help="npy,heatmap,overlay,segmentation")
+    i.add_argument("--save", default="npy,heatmap,overlay",
+                   help="npy,heatmap,overlay,segmentation ('none' with --format: submission files only)")
     i.add_argument("--float16", action="store_true", help="write maps as float16 .npz")
+    i.add_argument("--format", dest="formats", help="benchmark submission files too: smiyc (anomaly_p/<method>/"
+                                                    "<dataset>/<fid>.hdf5), fishyscapes (<id>_anomaly.npy + "
+                                                    "<id>_segmentation.npy); comma list")
+    i.add_argument("--submission", metavar="DIR", help="where the --format files go (default: --out)")
+    i.add_argument("--method-name", help="SMIYC: the method folder (default: the pipeline's method)")
+    i.add_argument("--dataset-name", help="SMIYC: the dataset folder (default from the images folder: "
+                                          "AnomalyTrack-all, ObstacleTrack-all, LostAndFound-test)")
     i.add_argument("--recursive", action="store_true")
     i.add_argument("--no-resume", action="store_true", help="recompute images whose maps already exist")
     i.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -231,6 +318,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(ab)
     ab.add_argument("--fresh", action="store_true", help="retrain everything")
     ab.set_defaults(fn=cmd_ablate)
+
+    wt = sub.add_parser("weights", help="known checkpoints: list, verify, download, import official files")
+    wt.add_argument("what", choices=["list", "verify", "download", "import"])
+    wt.add_argument("names", nargs="*", help="manifest names (weights/manifest.yaml)")
+    wt.add_argument("--manifest", help="another manifest file")
+    wt.add_argument("--url", help="download: another URL for the file")
+    wt.add_argument("--src", help="import: the official file, if not where the manifest expects it")
+    wt.add_argument("--out", help="import: output file (default <weights>/<name>.safetensors)")
+    wt.set_defaults(fn=cmd_weights)
 
     b = sub.add_parser("bench", help="benchmarks (print a table, write JSON)")
     b.add_argument("what", choices=["metrics", "segmenter", "synthesis", "pipeline"])

@@ -381,3 +381,56 @@ class AblationConfig:
     variants: list[str] = dataclasses.field(default_factory=lambda: [
         "full", "no_ensemble", "no_entropy", "no_perceptual", "no_distance", "no_uncertainty_maps",
         "no_correlation", "no_semantic_encoder", "no_spade", "no_data_generator"])
+
+
+@dataclasses.dataclass
+class ReproduceData:
+    """Where each benchmark lives (``--set data.<kind>=PATH``); None / empty = not part of this run. A value is a
+    folder for that reader kind (``@<split>`` allowed where the kind has splits) or a full ``kind:PATH`` spec."""
+
+    fishyscapes_laf: str | None = None  #: holds fishyscapes/LostAndFound/{original,labels} (SynBoost's layout)
+    fishyscapes_static: str | None = None  #: holds fishyscapes/Static/{original,labels}
+    road_anomaly: str | None = None  #: frames/ (the original release) or original/ + labels/
+    lostandfound: str | None = None  #: leftImg8bit/test + gtCoarse/test (the test split unless @train)
+    smiyc_anomaly: str | None = None  #: holds dataset_AnomalyTrack/images (+ labels_masks for the public frames)
+    smiyc_obstacle: str | None = None  #: holds dataset_ObstacleTrack/images
+
+
+@dataclasses.dataclass
+class ExpectedResult:
+    """One published number set: a method on one dataset (a key of ``data``); metrics in percent."""
+
+    method: str = ""
+    dataset: str = ""
+    ap: float | None = None
+    fpr95: float | None = None
+    auroc: float | None = None
+    siou: float | None = None
+    ppv: float | None = None
+    f1_mean: float | None = None
+    source: str = ""  #: where the number comes from (paper table, leaderboard, issue)
+    verified: bool = True  #: False: quoted from memory or second-hand ([M] in the design notes); check before use
+    hidden: bool = False  #: a hidden test set: ours are on the public frames, so no difference is computed
+    note: str = ""
+
+
+@dataclasses.dataclass
+class ReproduceConfig:
+    """``synboost eval --config configs/reproduce/<table>.yaml``: a paper table re-run with our code: the pipeline,
+    the datasets, the methods, the protocol, and the published numbers printed beside ours."""
+
+    title: str = ""
+    source: str = ""  #: the paper / table reproduced
+    pipeline: str = ""  #: pipeline file (relative to the working directory or the repository)
+    pipeline_overrides: list[str] = dataclasses.field(default_factory=list)  #: e.g. ["device=cpu"]
+    methods: list[str] = dataclasses.field(default_factory=list)  #: [] = the pipeline's method
+    data_root: str = "DIR"  #: placeholder: the folder holding your copies of the benchmarks
+    data: ReproduceData = dataclasses.field(default_factory=ReproduceData)
+    fpr_rule: str = "first_ge"  #: first_ge | first_gt | closest | interp (see synboost.metrics.pixel.FPR_RULES)
+    eval_size: list[int] = dataclasses.field(default_factory=list)  #: (H, W) to score at; [] = the labels' size
+    components: str = ""  #: "" = SMIYC-style datasets only | auto | anomaly | obstacle | off
+    submission: str = ""  #: folder for benchmark submission files ("" = none)
+    formats: list[str] = dataclasses.field(default_factory=list)  #: smiyc / fishyscapes; [] = each dataset's own
+    max_images: int = 0  #: 0 = all
+    out: str = "runs/reproduce"
+    expected: list[ExpectedResult] = dataclasses.field(default_factory=list)

@@ -143,6 +143,7 @@ def run_demo(cfg: DemoConfig, quick: bool = False, resume: bool = True) -> dict:
     summary = {"report": report, "stages": val, "seconds": times, "config": to_dict(cfg)}
     write_json(out / "report.json", summary)
     sv, dv = val["synthesis"], val["dissimilarity"]
+    pb = json.loads((Path(cfg.pebal.out) / "summary.json").read_text())["base_val"]
     text = (f"# synboost demo\n\n"
             f"- segmenter mIoU on held-out clean scenes: {100 * val['segmentation']['score']:.1f} "
             f"(epoch {val['segmentation']['epoch']})\n"
@@ -150,8 +151,9 @@ def run_demo(cfg: DemoConfig, quick: bool = False, resume: bool = True) -> dict:
             f"mean-colour painting: "
             f"{sv['l1_mean_colour_painting']:.4f})\n"
             f"- dissimilarity AP on held-out training anomalies: {100 * dv['heldout_ap']:.1f} (epoch {dv['epoch']})\n"
-            f"- PEBAL AP on held-out scenes with pasted outliers: {100 * val['pebal']['ap']:.1f}, segmenter mIoU "
-            f"there {100 * val['pebal']['miou']:.1f} (epoch {val['pebal']['epoch']})\n\n"
+            f"- PEBAL on held-out scenes with pasted outliers: AP {100 * val['pebal']['ap']:.1f} (the base "
+            f"segmenter's energy: {100 * pb['ap']:.1f}), mIoU {100 * val['pebal']['miou']:.1f} (base: "
+            f"{100 * pb['miou']:.1f}) (epoch {val['pebal']['epoch']})\n\n"
             f"{markdown_table(report)}\n"
             "Time: " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()) + f" (total {sum(times.values()):.0f} s)\n")
     write_text(out / "report.md", text)

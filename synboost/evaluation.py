@@ -1,31 +1,158 @@
-"""A detector over a benchmark folder -> metrics table (JSON + markdown), PR/ROC curves and example heatmaps.
+"""A detector over benchmark folders -> metrics tables (JSON + markdown), curves, example heatmaps, submission files.
 
 Pixel metrics are the exact Fishyscapes (bdlb) definitions pooled over all pixels with label 0 or 1
 (:mod:`synboost.metrics.pixel`); where the dataset also has semantic labels, the segmenter's mIoU is reported.
+On SegmentMeIfYouCan-style data (the anomaly and obstacle tracks, and LostAndFound, which SMIYC scores with the
+obstacle-track settings), or when asked, the SMIYC component metrics are added: sIoU, PPV and mean F1 at each
+method's pixel-level best-F1 threshold, as the reference computes them (:mod:`synboost.metrics.components`).
+Frames without public labels (SMIYC's hidden test frames) are only run when submission files are written.
 Bad files are skipped and listed in the report, never fatal.
+
+Memory: per image only the scores at labelled pixels (float32), their labels and a 1-bit map of where those
+pixels lie are kept; beyond ``memory_gb`` they go to a scratch folder on disk. That is all the metrics need: the
+component metrics zero predictions on void pixels, so the full map rebuilt with ``-inf`` there binarises exactly as
+the original. The pixel curve is computed in two streaming passes (positives, then negatives).
 """
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
+import cv2
 import numpy as np
 from tqdm import tqdm
 
-from synboost.data.io import write_image, write_json, write_text
-from synboost.errors import DataError, ImageReadError
-from synboost.metrics.pixel import pixel_curve
+from synboost.data.io import write_image, write_json, write_npy, write_text
+from synboost.errors import ConfigError, DataError, ImageReadError
+from synboost.metrics.components import PRESETS, ComponentMetrics
+from synboost.metrics.pixel import pixel_curve_two_pass
 from synboost.metrics.segmentation import ConfusionMatrix
+from synboost.submission import Submission, parse_formats, smiyc_dataset_name, write_validation_performance
 from synboost.viz import overlay, plot_curves, tile
 
+COMPONENT_CHOICES = ("auto", "anomaly", "obstacle", "off")
 
-def _collect(detector, dataset, methods, progress, max_images, examples):
-    per_method: dict[str, tuple[list, list]] = {m: ([], []) for m in methods}
+
+def smiyc_track(dataset) -> str | None:
+    """The SMIYC component preset a dataset is scored with by the benchmark (None: not a SMIYC-style set)."""
+    from synboost.data.benchmarks import LostAndFoundDataset, SMIYCDataset
+
+    if isinstance(dataset, SMIYCDataset):
+        return dataset.track
+    return "obstacle" if isinstance(dataset, LostAndFoundDataset) else None
+
+
+def component_preset(dataset, components: str | bool | None) -> str | None:
+    """None / "" = only SMIYC-style datasets; "auto" / True = every dataset (its track, else "anomaly");
+    "anomaly" / "obstacle" = every dataset with that preset; "off" / False = never."""
+    if isinstance(components, str):  # YAML / --set turn a bare off / on into False / True
+        components = {"false": "off", "no": "off", "true": "auto", "on": "auto", "yes": "auto"}.get(
+            components.lower(), components)
+    if components in (None, ""):
+        return smiyc_track(dataset)
+    if components is False or components == "off":
+        return None
+    if components is True or components == "auto":
+        return smiyc_track(dataset) or "anomaly"
+    if components in PRESETS:
+        return str(components)
+    raise ConfigError(f"components={components!r}: choose one of {', '.join(COMPONENT_CHOICES)}")
+
+
+class _ScoreStore:
+    """Per image: each method's scores at the labelled pixels, their labels, and (for components) a packed bit
+    map of where they lie; in memory up to ``budget`` bytes, then as ``.npy`` files in a scratch folder."""
+
+    def __init__(self, budget: float, scratch_parent: Path | None, layout: bool) -> None:
+        self.budget, self.parent, self.layout = budget, scratch_parent, layout
+        self.images: list[dict[str, Any]] = []
+        self.bytes = self.spilled = 0
+        self.scratch: Path | None = None
+
+    def _keep(self, arr: np.ndarray) -> np.ndarray | Path:
+        if self.bytes + arr.nbytes <= self.budget:
+            self.bytes += arr.nbytes
+            return arr
+        if self.scratch is None:
+            if self.parent is not None:
+                self.parent.mkdir(parents=True, exist_ok=True)
+            self.scratch = Path(tempfile.mkdtemp(prefix=".eval-scratch-", dir=self.parent))
+        self.spilled += 1
+        path = self.scratch / f"{self.spilled}.npy"
+        write_npy(path, arr)
+        return path
+
+    def add(self, valid: np.ndarray, labels: np.ndarray, scores: dict[str, np.ndarray]) -> None:
+        self.images.append({
+            "shape": valid.shape, "valid": np.packbits(valid) if self.layout else None, "labels": self._keep(labels),
+            "scores": {m: self._keep(s) for m, s in scores.items()}})
+
+    @staticmethod
+    def _load(x: np.ndarray | Path) -> np.ndarray:
+        return np.load(x, mmap_mode="r") if isinstance(x, Path) else x
+
+    def pairs(self, method: str):
+        for e in self.images:
+            yield self._load(e["scores"][method]), self._load(e["labels"])
+
+    def full_maps(self, method: str):
+        """(H x W float32 scores with -inf off the labelled pixels, H x W labels with 255 there) per image."""
+        for e in self.images:
+            shape = e["shape"]
+            valid = np.unpackbits(e["valid"], count=shape[0] * shape[1]).reshape(shape).view(bool)
+            s = np.full(shape, -np.inf, np.float32)
+            s[valid] = self._load(e["scores"][method])
+            lab = np.full(shape, 255, np.uint8)
+            lab[valid] = self._load(e["labels"])
+            yield s, lab
+
+    def close(self) -> None:
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def _resize(arr: np.ndarray, size: Sequence[int] | None, nearest: bool) -> np.ndarray:
+    if not size or tuple(arr.shape[:2]) == tuple(size):
+        return arr
+    h, w = int(size[0]), int(size[1])
+    shrink = h <= arr.shape[0] and w <= arr.shape[1]
+    mode = cv2.INTER_NEAREST if nearest else cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+    return cv2.resize(arr if nearest else arr.astype(np.float32, copy=False), (w, h), interpolation=mode)
+
+
+class _Writers:
+    """Submission files written in two background threads while the detector runs."""
+
+    def __init__(self, targets: dict[str, Submission]) -> None:
+        self.targets = targets
+        self.pool = ThreadPoolExecutor(2, thread_name_prefix="synboost-submit") if targets else None
+        self.pending: list[Future] = []
+
+    def submit(self, name: str, maps: dict[str, np.ndarray], segmentation: np.ndarray | None) -> None:
+        if self.pool is None:
+            return
+        for m, target in self.targets.items():
+            self.pending.append(self.pool.submit(target.write, name, maps[m], segmentation))
+        while len(self.pending) > 8:
+            self.pending.pop(0).result()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            try:
+                for f in self.pending:
+                    f.result()
+            finally:
+                self.pool.shutdown(wait=True)
+
+
+def _collect(detector, dataset, methods, store, writers, progress, max_images, examples, eval_size):
     cm = None
-    skipped, done = [], []
-    shown = []
+    skipped, done, unlabelled, shown = [], [], [], []
     n = len(dataset) if not max_images else min(len(dataset), max_images)
     bs = max(1, getattr(detector, "batch_size", 1))
     bar = tqdm(total=n, desc="evaluate", unit="img", disable=not progress, leave=False)
@@ -34,79 +161,227 @@ def _collect(detector, dataset, methods, progress, max_images, examples):
         for i in range(start, min(start + bs, n)):
             try:
                 s = dataset[i]
-                if "anomaly" not in s:
-                    raise DataError(f"{dataset.image_path(i)}: has no anomaly labels; evaluation needs a labelled split")
-                samples.append(s)
             except ImageReadError as e:
                 skipped.append({"index": i, "reason": str(e)})
-        if not samples:
-            bar.update(min(start + bs, n) - start)
-            continue
-        outs = detector.run([s["image"] for s in samples], methods)
-        for s, o in zip(samples, outs):
-            valid = s["anomaly"] <= 1
-            lab = s["anomaly"][valid]
-            for m in methods:
-                per_method[m][0].append(o[m][valid].astype(np.float32))
-                per_method[m][1].append(lab)
-            if "label" in s:
-                if cm is None:
-                    cm = ConfusionMatrix(19)
-                cm.update(o["segmentation"], s["label"])
-            if len(shown) < examples and (s["anomaly"] == 1).any():
-                shown.append((s, o))
-            done.append(s["name"])
+                continue
+            if "anomaly" in s or writers.pool is not None:
+                samples.append(s)
+            else:
+                unlabelled.append(s["name"])
+        if samples:
+            outs = detector.run([s["image"] for s in samples], methods)
+            for s, o in zip(samples, outs):
+                writers.submit(s["name"], o, o.get("segmentation"))
+                if "anomaly" not in s:
+                    unlabelled.append(s["name"])
+                    continue
+                anomaly = _resize(s["anomaly"], eval_size, nearest=True)
+                valid = anomaly <= 1
+                store.add(valid, anomaly[valid],
+                          {m: _resize(o[m], eval_size, nearest=False)[valid].astype(np.float32) for m in methods})
+                if "label" in s:
+                    cm = cm or ConfusionMatrix(19)
+                    cm.update(_resize(o["segmentation"], eval_size, True), _resize(s["label"], eval_size, True))
+                if len(shown) < examples and (s["anomaly"] == 1).any():
+                    shown.append((s, o))
+                done.append(s["name"])
         bar.update(min(start + bs, n) - start)
     bar.close()
-    return per_method, cm, skipped, done, shown
+    return cm, skipped, done, unlabelled, shown
 
 
 def evaluate(detector, dataset, methods: Sequence[str], out_dir: str | os.PathLike | None = None,
              dataset_name: str = "dataset", progress: bool = True, max_images: int | None = None,
-             examples: int = 4, fpr_rule: str = "first_ge") -> dict:
-    """Score ``dataset`` with every method in ``methods``; returns the report dict (also written if ``out_dir``)."""
+             examples: int = 4, fpr_rule: str = "first_ge", components: str | bool | None = None,
+             eval_size: Sequence[int] | None = None, submission: str | os.PathLike | None = None,
+             formats: str | Sequence[str] | None = None, memory_gb: float = 4.0,
+             curves: dict | None = None) -> dict:
+    """Score ``dataset`` with every method in ``methods``; returns the report dict (also written if ``out_dir``).
+
+    ``components``: see :func:`component_preset`. ``eval_size`` (H, W): score maps (area) and labels (nearest)
+    resized before scoring (SynBoost's 256 x 512 protocol); default the labels' own size. ``submission``: a folder
+    that receives each method's submission files for every frame, labelled or not (:mod:`synboost.submission`):
+    ``formats`` "smiyc" -> ``anomaly_p/<method>/<SMIYC dataset>/<fid>.hdf5``, "fishyscapes" ->
+    ``fishyscapes/<method>/<dataset_name>/<id>_anomaly.npy`` + ``_segmentation.npy`` + the pull request's
+    ``validation_performance.json``; default: "fishyscapes" for Fishyscapes data, else "smiyc". ``curves``: a
+    dict that receives each method's PR / ROC arrays (for figures that combine several runs).
+    """
+    from synboost.data.benchmarks import FishyscapesDataset
+
     t0 = time.time()
-    per_method, cm, skipped, done, shown = _collect(detector, dataset, methods, progress, max_images, examples)
-    if not done:
-        raise DataError(f"{dataset_name}: no image could be evaluated ({len(skipped)} skipped)")
-    rows, curve_data = [], {}
-    for m in methods:
-        sc, lab = per_method[m]
-        curve = pixel_curve(sc, lab)
-        res = curve.metrics(fpr_rule)
-        rows.append({"method": m, "ap": res.ap, "fpr95": res.fpr95, "auroc": res.auroc})
-        c = curve.curves()
-        curve_data[m] = {"recall": c.recall, "precision": c.precision, "fpr": c.fpr, "tpr": c.tpr,
-                         "ap": res.ap, "auroc": res.auroc}
-    n_pos = int(sum(int(x.sum()) for x in per_method[methods[0]][1]))
-    n_all = int(sum(x.size for x in per_method[methods[0]][1]))
-    report = {
-        "dataset": dataset_name, "images": len(done), "skipped": skipped, "anomaly_pixel_ratio": n_pos / max(n_all, 1),
-        "fpr_rule": fpr_rule, "results": rows, "seconds": time.time() - t0,
+    methods = list(methods)
+    preset = component_preset(dataset, components)
+    fmts = parse_formats(formats) or (("fishyscapes",) if isinstance(dataset, FishyscapesDataset) else ("smiyc",))
+    root = Path(submission) if submission else None
+    targets = {m: Submission(root, fmts, m, smiyc_dataset_name(dataset) or dataset_name,
+                             root / "fishyscapes" / m / dataset_name) for m in methods} if root else {}
+    store = _ScoreStore(memory_gb * 2**30, Path(out_dir) if out_dir else None, layout=preset is not None)
+    writers = _Writers(targets)
+    try:
+        try:
+            cm, skipped, done, unlabelled, shown = _collect(detector, dataset, methods, store, writers, progress,
+                                                            max_images, examples, eval_size)
+        finally:
+            writers.close()
+        if not done and root is None:
+            raise DataError(f"{dataset_name}: no image with anomaly labels could be evaluated ({len(skipped)} "
+                            f"skipped, {len(unlabelled)} without labels); evaluation needs a labelled split")
+        rows, curve_data = _score(store, methods, preset, fpr_rule) if done else ([], {})
+    finally:
+        store.close()
+    report: dict[str, Any] = {
+        "dataset": dataset_name, "images": len(done), "skipped": skipped, "unlabelled": len(unlabelled),
+        "fpr_rule": fpr_rule, "eval_size": list(eval_size) if eval_size else None, "results": rows,
+        "seconds": time.time() - t0,
     }
+    if rows:
+        report["anomaly_pixel_ratio"] = rows[0]["n_pos"] / max(rows[0]["n_pos"] + rows[0]["n_neg"], 1)
+    if preset is not None:
+        pred, gt = PRESETS[preset]
+        report["components"] = {"preset": preset, "min_pred_size": pred, "min_gt_size": gt,
+                                "threshold": "each method's pixel best-F1 threshold (score > threshold)"}
     if cm is not None:
         report["miou"] = float(cm.compute().miou)
+    if root is not None:
+        report["submission"] = {"dir": str(root), "formats": list(fmts), "frames": len(done) + len(unlabelled)}
+        if "fishyscapes" in fmts:
+            for r in rows:
+                write_validation_performance(targets[r["method"]].fishyscapes_folder, r["ap"], r["fpr95"])
     if out_dir is not None:
-        out = Path(out_dir)
-        write_json(out / "metrics.json", report)
-        write_text(out / "metrics.md", markdown_table(report))
-        plot_curves(curve_data, out / "curves.png", title=f"{dataset_name}: {len(done)} images")
-        for k, (s, o) in enumerate(shown):
-            panels = [s["image"]] + [overlay(s["image"], o[m]) for m in methods]
-            gt = np.where(s["anomaly"] == 1, 255, np.where(s["anomaly"] == 255, 96, 0)).astype(np.uint8)
-            write_image(out / "examples" / f"{k:02d}_{s['name']}.png",
-                        tile(panels + [gt], cols=min(4, len(panels) + 1),
-                             titles=["image"] + list(methods) + ["ground truth"]))
+        _write_outputs(Path(out_dir), report, curve_data, shown, methods, dataset_name)
+    if curves is not None:
+        curves.update(curve_data)
     return report
 
 
+def _score(store: _ScoreStore, methods, preset, fpr_rule):
+    rows, curve_data = [], {}
+    for m in methods:
+        curve = pixel_curve_two_pass(lambda m=m: store.pairs(m))
+        res = curve.metrics(fpr_rule)
+        row: dict[str, Any] = {"method": m, "ap": res.ap, "fpr95": res.fpr95, "auroc": res.auroc,
+                               "n_pos": res.n_pos, "n_neg": res.n_neg}
+        if preset is not None:
+            threshold, best_f1 = curve.best_f1_threshold()
+            row.update(component_threshold=threshold, pixel_best_f1=best_f1)
+            if not np.isnan(threshold):
+                comp = ComponentMetrics(threshold, preset)
+                for scores, labels in store.full_maps(m):
+                    comp.update(scores, labels)
+                c = comp.compute()
+                row.update(siou=c.siou_gt, ppv=c.ppv, f1_mean=c.f1_mean, f1_25=c.f1_25, f1_50=c.f1_50,
+                           f1_75=c.f1_75, n_gt_components=c.n_gt, n_pred_components=c.n_pred)
+            else:
+                row.update(siou=float("nan"), ppv=float("nan"), f1_mean=float("nan"))
+        rows.append(row)
+        c = curve.curves()
+        curve_data[m] = {"recall": c.recall, "precision": c.precision, "fpr": c.fpr, "tpr": c.tpr,
+                         "ap": res.ap, "auroc": res.auroc}
+    return rows, curve_data
+
+
+def _write_outputs(out: Path, report, curve_data, shown, methods, dataset_name) -> None:
+    write_json(out / "metrics.json", report)
+    write_text(out / "metrics.md", markdown_table(report))
+    if curve_data:
+        plot_curves(curve_data, out / "curves.png", title=f"{dataset_name}: {report['images']} images")
+    for k, (s, o) in enumerate(shown):
+        panels = [s["image"]] + [overlay(s["image"], o[m]) for m in methods]
+        gt = np.where(s["anomaly"] == 1, 255, np.where(s["anomaly"] == 255, 96, 0)).astype(np.uint8)
+        write_image(out / "examples" / f"{k:02d}_{s['name']}.png",
+                    tile(panels + [gt], cols=min(4, len(panels) + 1),
+                         titles=["image"] + list(methods) + ["ground truth"]))
+
+
+def _pct(v) -> str:
+    return "—" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{100 * v:.2f}"
+
+
+#: (report key, column title) of the pixel and component metrics
+PIXEL_COLUMNS = (("ap", "AP"), ("fpr95", "FPR95"), ("auroc", "AUROC"))
+COMPONENT_COLUMNS = (("siou", "sIoU"), ("ppv", "PPV"), ("f1_mean", "mean F1"))
+
+
 def markdown_table(report: dict) -> str:
-    lines = [f"**{report['dataset']}**: {report['images']} images, anomaly pixel ratio "
-             f"{100 * report['anomaly_pixel_ratio']:.2f} %" + (f", segmenter mIoU {100 * report['miou']:.1f}"
-                                                              if "miou" in report else ""), "",
-             "| method | AP (%) | FPR95 (%) | AUROC (%) |", "|---|---:|---:|---:|"]
+    head = f"**{report['dataset']}**: {report['images']} images"
+    if "anomaly_pixel_ratio" in report:
+        head += f", anomaly pixel ratio {100 * report['anomaly_pixel_ratio']:.2f} %"
+    if "miou" in report:
+        head += f", segmenter mIoU {100 * report['miou']:.1f}"
+    cols = PIXEL_COLUMNS + (COMPONENT_COLUMNS if report.get("components") else ())
+    lines = [head, "", "| method | " + " | ".join(f"{t} (%)" for _, t in cols) + " |",
+             "|---|" + "---:|" * len(cols)]
     for r in report["results"]:
-        lines.append(f"| {r['method']} | {100 * r['ap']:.2f} | {100 * r['fpr95']:.2f} | {100 * r['auroc']:.2f} |")
+        lines.append(f"| {r['method']} | " + " | ".join(_pct(r.get(k)) for k, _ in cols) + " |")
+    notes = []
+    if report.get("components"):
+        c = report["components"]
+        notes.append(f"Components: SMIYC {c['preset']} track (predicted components < {c['min_pred_size']} px "
+                     f"removed, GT < {c['min_gt_size']} px void), at each method's pixel best-F1 threshold.")
+    if report.get("eval_size"):
+        notes.append(f"Scored at {report['eval_size'][0]}x{report['eval_size'][1]}.")
+    if report.get("unlabelled"):
+        notes.append(f"{report['unlabelled']} frames without public labels were not scored.")
+    if report.get("submission"):
+        sub = report["submission"]
+        notes.append(f"Submission files ({', '.join(sub['formats'])}) in {sub['dir']}.")
     if report.get("skipped"):
-        lines += ["", f"{len(report['skipped'])} files skipped (see metrics.json)."]
-    return "\n".join(lines) + "\n"
+        notes.append(f"{len(report['skipped'])} files skipped (see metrics.json).")
+    return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
+
+
+# ---------------------------------------------------------------------------------------- several datasets
+
+
+def dataset_names(specs: Sequence[str]) -> list[str]:
+    """A unique name per dataset spec: its kind (``fishyscapes_laf:DIR`` -> fishyscapes_laf) or folder name."""
+    names: list[str] = []
+    for spec in specs:
+        base = str(spec).split(":", 1)[0] if ":" in str(spec) else Path(str(spec).split("@")[0]).name
+        name, k = base, 2
+        while name in names:
+            name, k = f"{base}-{k}", k + 1
+        names.append(name)
+    return names
+
+
+def combined_table(reports: Sequence[dict]) -> str:
+    """One markdown table, methods as rows and the datasets as column groups (the papers' layout)."""
+    groups = [(r["dataset"], PIXEL_COLUMNS[:2] + (COMPONENT_COLUMNS if r.get("components") else ()))
+              for r in reports]
+    head = ["method"] + [f"{name} {t}" if i == 0 else t for name, cols in groups for i, (_, t) in enumerate(cols)]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    methods = list(dict.fromkeys(row["method"] for r in reports for row in r["results"]))
+    for m in methods:
+        cells = [m]
+        for rep, (_, cols) in zip(reports, groups):
+            row = next((x for x in rep["results"] if x["method"] == m), {})
+            cells += [_pct(row.get(k)) for k, _ in cols]
+        lines.append("| " + " | ".join(cells) + " |")
+    sizes = ", ".join(f"{r['dataset']} {r['images']}" for r in reports)
+    return "\n".join(lines) + f"\n\nAP / FPR95 (and SMIYC sIoU / PPV / mean F1) in %; images scored: {sizes}.\n"
+
+
+def write_combined(reports: Sequence[dict], out: str | os.PathLike) -> Path:
+    """``summary.md`` (:func:`combined_table`) and ``summary.json`` (the reports) in ``out``."""
+    out = Path(out)
+    write_json(out / "summary.json", {"datasets": [r["dataset"] for r in reports], "reports": list(reports)})
+    write_text(out / "summary.md", combined_table(reports))
+    return out / "summary.md"
+
+
+def evaluate_many(detector, specs: Sequence[str], methods: Sequence[str], out: str | os.PathLike | None = None,
+                  echo=print, **kw) -> list[dict]:
+    """:func:`evaluate` on each dataset spec (``kind:DIR``; results in ``out/<name>/``), then the combined table
+    in ``out/summary.md``. ``echo`` receives each dataset's table as it finishes."""
+    from synboost.data.datasets import open_dataset
+
+    datasets = [(name, open_dataset(spec)) for name, spec in zip(dataset_names(specs), specs)]
+    reports = []
+    for name, ds in datasets:
+        rep = evaluate(detector, ds, methods, Path(out) / name if out else None, dataset_name=name, **kw)
+        reports.append(rep)
+        echo(markdown_table(rep))
+    if out is not None:
+        write_combined(reports, out)
+    return reports

@@ -5,8 +5,12 @@ the images folder without suffix; subfolders are kept when ``recursive``), ``out
 
 * ``segmentation/<name>.png`` train ids (uint8), ``heatmaps/<name>.png`` (:func:`viz.heatmap`),
   ``overlays/<name>.png`` (:func:`viz.overlay`), then LAST ``maps/<name>.npy`` (float32 anomaly map at the input
-  size; ``maps/<name>.npz`` holding float16 ``anomaly`` with ``float16=True``). The last file written marks the
-  image as finished, so a killed run resumes cleanly (``resume=True`` skips finished images).
+  size; ``maps/<name>.npz`` holding float16 ``anomaly`` with ``float16=True``). With ``formats`` the benchmark
+  submission files of :mod:`synboost.submission` are written before the map: ``smiyc``
+  (``<submission>/anomaly_p/<method>/<dataset>/<fid>.hdf5``) and ``fishyscapes``
+  (``<submission>/<id>_anomaly.npy`` + ``<id>_segmentation.npy``); ``<submission>`` defaults to ``out``. Every file
+  is atomic, so an image whose requested files all exist is finished and a killed run resumes cleanly
+  (``resume=True`` skips finished images; asking for another output later computes just what is missing).
 * ``report.json`` (``report.rank<k>.json`` per process when sharded; :func:`merge_reports` joins them): what ran,
   counts, the finished / skipped (with the reader's one-line reason) / done-earlier files, seconds, images/s.
   It is rewritten every ``report_every`` images, so even a killed run leaves a useful report.
@@ -32,6 +36,7 @@ from tqdm import tqdm
 from synboost import viz
 from synboost.data.io import IMAGE_EXTENSIONS, list_images, read_image, write_image, write_json, write_npy, write_npz
 from synboost.errors import ConfigError, DataError, ImageReadError
+from synboost.submission import Submission, frame_id, guess_smiyc_dataset, parse_formats, write_output
 
 SAVE_OPTIONS = ("npy", "heatmap", "overlay", "segmentation")
 _WRITE_ORDER = ("segmentation", "heatmap", "overlay", "npy")  # the anomaly map last: it marks an image finished
@@ -41,11 +46,17 @@ Detector = Callable[[list[np.ndarray]], list[dict[str, np.ndarray]]]
 Item = tuple[str, Path]  # (name, file)
 
 
-def output_paths(out_dir: str | os.PathLike, name: str, save: Iterable[str], float16: bool = False) -> dict[str, Path]:
-    """The files one image gets, in write order; the last one's presence means the image is finished."""
+def output_paths(out_dir: str | os.PathLike, name: str, save: Iterable[str], float16: bool = False,
+                 submission: Submission | None = None) -> dict[str, Path]:
+    """The files one image gets, in write order (the anomaly map last); all present = the image is finished."""
     out, save = Path(out_dir), set(save)
     suffix = {"segmentation": ".png", "heatmap": ".png", "overlay": ".png", "npy": ".npz" if float16 else ".npy"}
-    return {o: out / _FOLDERS[o] / f"{name}{suffix[o]}" for o in _WRITE_ORDER if o in save}
+    paths = {o: out / _FOLDERS[o] / f"{name}{suffix[o]}" for o in _WRITE_ORDER[:-1] if o in save}
+    if submission is not None:
+        paths.update(submission.paths(name))
+    if "npy" in save:
+        paths["npy"] = out / _FOLDERS["npy"] / f"{name}{suffix['npy']}"
+    return paths
 
 
 def resolve_shard(shard: tuple[int, int] | None) -> tuple[int, int] | None:
@@ -110,6 +121,8 @@ def _write(paths: dict[str, Path], image: np.ndarray, result: dict[str, np.ndarr
             write_image(path, viz.heatmap(anomaly))
         elif opt == "overlay":
             write_image(path, viz.overlay(image, anomaly))
+        elif opt != "npy":
+            write_output(opt, path, anomaly, result.get("segmentation"))
         elif float16:
             write_npz(path, anomaly=anomaly.astype(np.float16))
         else:
@@ -129,24 +142,41 @@ def run_folder(
     shard: tuple[int, int] | None = None,
     report_every: int = 100,
     info: dict[str, Any] | None = None,
+    formats: Sequence[str] | str = (),
+    submission_dir: str | os.PathLike | None = None,
+    method_name: str | None = None,
+    dataset_name: str | None = None,
 ) -> dict[str, Any]:
     """Run ``detector`` over every image of ``images_dir``, write the outputs under ``out_dir``, return the report.
 
-    ``save``: any of ``npy`` (the anomaly map), ``heatmap``, ``overlay``, ``segmentation`` (a list or "a,b").
+    ``save``: any of ``npy`` (the anomaly map), ``heatmap``, ``overlay``, ``segmentation`` (a list or "a,b"; may be
+    empty when ``formats`` is given). ``formats``: benchmark submission formats, ``smiyc`` and / or ``fishyscapes``
+    (:mod:`synboost.submission`), written under ``submission_dir`` (default ``out_dir``); SMIYC files are filed
+    under ``method_name`` (default the detector's method) and ``dataset_name`` (default guessed from the images
+    folder: AnomalyTrack-all, ObstacleTrack-all, LostAndFound-test, else the folder's name).
     ``shard=(rank, world)``: this process takes images ``rank, rank + world, ...`` of the sorted list and writes
     ``report.rank<rank>.json``. ``info``: extra JSON-able fields for the report (e.g. the pipeline file).
     """
-    save = tuple(s.strip() for s in save.split(",") if s.strip()) if isinstance(save, str) else tuple(save)
-    if not save or set(save) - set(SAVE_OPTIONS):
+    save = tuple(s.strip() for s in save.split(",") if s.strip() and s.strip() != "none") if isinstance(save, str) \
+        else tuple(save)
+    formats = parse_formats(formats)
+    if (not save and not formats) or set(save) - set(SAVE_OPTIONS):
         raise ConfigError(f"save={list(save)}: choose one or more of {', '.join(SAVE_OPTIONS)}")
     images_dir, out = Path(images_dir), Path(out_dir)
+    target = None
+    if formats:
+        target = Submission(Path(submission_dir) if submission_dir else out, formats,
+                            method_name or getattr(detector, "method", None) or "method",
+                            dataset_name or guess_smiyc_dataset(images_dir))
     if out.exists() and not out.is_dir():
         raise DataError(f"{out}: the output folder is a file; give a folder (created if missing)")
     items = _list(images_dir, recursive, out)
     shard = resolve_shard(shard)
     first: dict[str, Path] = {}
+    first_id: dict[str, Path] = {}  # submission files are named by the benchmark id (the file stem)
     for name, path in items:  # over the whole listing, so that every rank agrees on duplicates
         first.setdefault(name, path)
+        first_id.setdefault(frame_id(name), path)
     mine = items[shard[0]::shard[1]] if shard else items
 
     done: list[str] = []
@@ -157,7 +187,10 @@ def run_folder(
         if first[name] != path:
             skipped.append({"name": name, "file": str(path), "reason": f"{path}: same output name '{name}' as "
                             f"{first[name]}; rename one of them"})
-        elif resume and list(output_paths(out, name, save, float16).values())[-1].exists():
+        elif target and first_id[frame_id(name)] != path:
+            skipped.append({"name": name, "file": str(path), "reason": f"{path}: same benchmark id "
+                            f"'{frame_id(name)}' as {first_id[frame_id(name)]}; rename one of them"})
+        elif resume and all(p.exists() for p in output_paths(out, name, save, float16, target).values()):
             earlier.append(name)
         else:
             todo.append((name, path))
@@ -171,6 +204,8 @@ def run_folder(
             "method": getattr(detector, "method", None), "detector": type(detector).__name__, **(info or {}),
             "images_dir": str(images_dir), "out_dir": str(out), "shard": list(shard) if shard else None,
             "save": list(save), "float16": float16, "finished": finished,
+            **({"formats": list(formats), "submission_dir": str(target.root), "method_name": target.method,
+                "dataset_name": target.dataset} if target else {}),
             "counts": {"images": len(mine), "done": len(done), "skipped": len(skipped), "done_earlier": len(earlier)},
             "seconds": round(secs, 3), "images_per_s": round(len(done) / secs, 3) if secs > 0 else 0.0,
             "done": sorted(done), "skipped": sorted(skipped, key=lambda s: s["file"]), "done_earlier": sorted(earlier),
@@ -207,7 +242,7 @@ def run_folder(
             if res["anomaly"].shape != im.shape[:2]:
                 raise RuntimeError(f"{path}: detector gave a {res['anomaly'].shape} anomaly map for a "
                                    f"{im.shape[:2]} image; maps must have the input size")
-            jobs.append((output_paths(out, name, save, float16), im, res))
+            jobs.append((output_paths(out, name, save, float16, target), im, res))
         fut = writers.submit(lambda: [_write(p, im, r, float16) for p, im, r in jobs])
         writes.append(([name for name, _, _ in batch], fut))
         settle(2)

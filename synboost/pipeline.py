@@ -247,9 +247,13 @@ def _resolve(path: str, base: Path | None) -> str:
 
 
 def _checkpoint(path: str, what: str, verb: str, base: Path | None) -> str:
+    """A pipeline component: a checkpoint path (relative to the pipeline file) or a name of the weights manifest
+    (``synboost-segmenter``, ...; its imported file)."""
+    from synboost.hub.registry import resolve
+
     if not path:
         raise ConfigError(f"pipeline: '{what}' is empty; give the {what} checkpoint (a .safetensors file)")
-    p = _resolve(path, base)
+    p = _resolve(resolve(path), base)
     if not Path(p).is_file():
         raise CheckpointError(f"{p}: {what} checkpoint not found (train one with `synboost train {verb}`, or fix "
                               f"'{what}' in the pipeline file)")

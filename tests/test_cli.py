@@ -28,8 +28,13 @@ def test_data_synth_writes_a_world_the_readers_load(tmp_path, capsys):
     (["train", "segmentation", "--config", "/nonexistent.yaml"], "/nonexistent.yaml: config file not found"),
     (["eval", "--pipeline", "/nonexistent.yaml", "--data", "x"], "config file not found"),
     (["eval", "--segmenter", "/nope.safetensors", "--data", "synthetic:/x"], "/nope.safetensors"),
+    (["weights", "import", "synboost-segmenter"], "cityscapes_best.pth there, or run `synboost weights download"),
+    (["weights", "verify", "no-such-weights"], "unknown weights 'no-such-weights'"),
+    (["train", "pebal", "--config", "configs/pebal/synthetic.yaml", "--set", "segmenter=/nope.safetensors"],
+     "/nope.safetensors"),
 ])
-def test_user_errors_are_one_line_exit_2(argv, needle, capsys):
+def test_user_errors_are_one_line_exit_2(argv, needle, capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("SYNBOOST_WEIGHTS", str(tmp_path))
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert needle in err and err.count("\n") == 1 and "Traceback" not in err
