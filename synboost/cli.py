@@ -73,6 +73,16 @@ def cmd_train(a) -> None:
             print(f"pipeline file: {s['pipeline']}")
 
 
+def cmd_fit(a) -> None:
+    from synboost.config import DensityConfig, load_config
+    from synboost.training.density import fit_density
+
+    s = fit_density(load_config(DensityConfig, a.config, a.overrides))
+    print(f"density: {s['density']} ({s['images']} images; kNN bank {s['bank_size']} rows, {s['bank_mb']:.1f} MB; "
+          f"{s['seconds']['statistics'] + s['seconds']['regression']:.0f} s)")
+    print(f"pipeline file: {s['pipeline']} (methods knn, nll_single, nll_min, density_logreg beside the baselines)")
+
+
 def cmd_eval(a) -> None:
     if a.config:
         return _eval_config(a)
@@ -204,6 +214,22 @@ def cmd_bench(a) -> None:
         run_pipeline_benchmark(out_json=a.out or "benchmarks/results/pipeline.json", quick=a.quick)
 
 
+def cmd_compare(a) -> None:
+    from synboost.compare import compare, compare_table, parse_rows, run_compare
+
+    if a.config:
+        from synboost.config import CompareConfig, load_config
+
+        run_compare(load_config(CompareConfig, a.config, a.overrides), resume=not a.fresh)
+        return
+    if not a.pipelines or not a.data:
+        raise SynboostError("give --pipelines ROW... and --data SPEC... (or --config configs/compare/synthetic.yaml)")
+    table = compare(parse_rows(a.pipelines), a.data, a.out, max_images=a.max_images)
+    print(compare_table(table))
+    if a.out:
+        print(f"written to {a.out}/ (compare.md, compare.json, curves_<dataset>.png)")
+
+
 def cmd_weights(a) -> None:
     from synboost.hub import registry
 
@@ -249,6 +275,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     t.set_defaults(fn=cmd_train)
 
+    f = sub.add_parser("fit", help="fit a post-hoc model on a trained segmenter's features (no gradient training)")
+    f.add_argument("what", choices=["density"], help="density: the Fishyscapes embedding-density baselines "
+                                                     "(per-layer Gaussians, kNN bank, logistic regression)")
+    _add_config(f, required=True)
+    f.set_defaults(fn=cmd_fit)
+
     e = sub.add_parser("eval", help="AP / FPR95 / AUROC (and mIoU, SMIYC component metrics) of a detector on "
                                     "labelled anomaly data; or a paper table with --config")
     e.add_argument("--config", help="reproduction config (configs/reproduce/*.yaml): pipeline, datasets, methods "
@@ -257,7 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--pipeline", help="pipeline file (pipelines/*.yaml or a run's pipeline.yaml)")
     e.add_argument("--segmenter", help="segmenter checkpoint (instead of a pipeline file)")
     e.add_argument("--method", action="append", default=None,
-                   help="msp, maxlogit, entropy, energy, sml, mcdropout, pebal, synboost, dissimilarity (comma list or "
+                   help="msp, maxlogit, entropy, energy, sml, mcdropout, pebal, knn, nll_single, nll_min, density_logreg, "
+                        "synboost, dissimilarity (comma list or "
                         "repeat; 'all'); "
                         "default: the pipeline's")
     e.add_argument("--data", action="append", default=[],
@@ -318,6 +351,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(ab)
     ab.add_argument("--fresh", action="store_true", help="retrain everything")
     ab.set_defaults(fn=cmd_ablate)
+
+    c = sub.add_parser("compare", help="the papers' comparison table: one row per method, every dataset")
+    c.add_argument("--pipelines", nargs="+", metavar="ROW",
+                   help="[LABEL=]PIPELINE[:METHOD,...] per row (methods default to the pipeline's own)")
+    c.add_argument("--data", nargs="+", metavar="SPEC", help="dataset specs KIND:DIR")
+    c.add_argument("--out", help="folder for compare.md / compare.json / curves")
+    c.add_argument("--max-images", type=int)
+    _add_config(c)
+    c.add_argument("--fresh", action="store_true", help="--config: retrain what was reused")
+    c.set_defaults(fn=cmd_compare)
 
     wt = sub.add_parser("weights", help="known checkpoints: list, verify, download, import official files")
     wt.add_argument("what", choices=["list", "verify", "download", "import"])

@@ -173,6 +173,8 @@ class PipelineConfig:
     method: str = "entropy"  #: msp | maxlogit | entropy | energy | sml | mcdropout | pebal | synboost | dissimilarity
     segmenter: str = ""  #: our segmenter checkpoint (.safetensors); relative paths are relative to the file
     pebal: str = ""  #: a PEBAL fine-tune of that segmenter (pebal.safetensors), scored as method 'pebal' beside it
+    density: str = ""  #: embedding-density fit of that segmenter (density.safetensors of `synboost fit density`):
+    #: methods knn, nll_single, nll_min, density_logreg from the same forward pass
     input_size: list[int] = dataclasses.field(default_factory=list)  #: segmenter input (H, W); [] = native
     batch_size: int = 4
     device: str = "auto"
@@ -434,3 +436,79 @@ class ReproduceConfig:
     max_images: int = 0  #: 0 = all
     out: str = "runs/reproduce"
     expected: list[ExpectedResult] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class DensityModelConfig:
+    """Which features the embedding-density baselines read and how (see :mod:`synboost.models.density`)."""
+
+    #: named modules of the segmenter, one per depth and present in every trunk: bot_fine (the low-level skip,
+    #: stride 4), trunk (its high-level output, stride 8/16), final (the decoder features, stride 4); nested
+    #: names as "trunk.layer3"
+    layers: list[str] = dataclasses.field(default_factory=lambda: ["bot_fine", "trunk", "final"])
+    single_layer: str = "final"  #: method nll_single (default: the decoder features)
+    knn_layer: str = "final"  #: method knn
+    k: int = 5
+    knn_reduce: str = "mean"  #: mean | kth (of the k nearest distances)
+    knn_index: str = "Flat"  #: faiss index factory string; Flat = exact IndexFlatL2 (e.g. "HNSW32" approximate)
+    knn_backend: str = "auto"  #: auto (torch on CUDA with Flat, else faiss) | faiss | torch
+    bank_per_image: int = 64  #: kNN: pixels sampled per training image (non-void)
+    bank_size: int = 100000  #: kNN: rows kept at most (reservoir sampling over the per-image samples)
+    ridge: float = 1.0e-4  #: covariance + ridge x mean variance on the diagonal
+    stats_stride: int = 1  #: Gaussian statistics from every n-th feature pixel per side (1 = all)
+    logreg_c: float = 1.0  #: inverse L2 strength of the logistic regression (scikit-learn's C)
+
+
+@dataclasses.dataclass
+class DensityDataConfig:
+    train: str = "cityscapes:data/cityscapes@train"  #: the segmenter's training split (labels: void excluded)
+    size: list[int] = dataclasses.field(default_factory=list)  #: segmenter input (H, W); [] = native
+    max_images: int = 0  #: images of the statistics pass (0 = all)
+    outliers: str = "coco:data/coco"  #: AnomalyMix objects for the regression: a dataset spec or "synthetic"
+    object_scale: float = 1.0
+    object_size: list[float] = dataclasses.field(default_factory=lambda: [0.08, 0.4])  #: "synthetic", x height
+    object_shapes: list[str] = dataclasses.field(default_factory=list)  #: "synthetic": shapes used ([] = all)
+    object_fills: list[str] = dataclasses.field(default_factory=list)  #: "synthetic": fills used ([] = all)
+    blend: float = 0.0
+    mix_images: int = 500  #: AnomalyMix images (training images, one seed each) for the regression; 0 = all
+    objects_per_image: int = 1
+    mix_pixels: int = 256  #: pixels sampled per mixed image and class (inlier / outlier) for the regression
+
+
+@dataclasses.dataclass
+class DensityConfig:
+    """``synboost fit density``: the Fishyscapes embedding-density baselines of a trained segmenter: per-layer
+    Gaussians and a kNN bank from one pass over its training split, then the NLL standardisation and a logistic
+    regression from a pass over AnomalyMix images."""
+
+    out: str = "runs/density"
+    segmenter: str = ""  #: segmenter.safetensors of `synboost train segmentation`
+    model: DensityModelConfig = dataclasses.field(default_factory=DensityModelConfig)
+    data: DensityDataConfig = dataclasses.field(default_factory=DensityDataConfig)
+    batch_size: int = 4
+    workers: int = 2  #: image-reading processes
+    device: str = "auto"
+    amp: bool = True  #: bf16 autocast of the segmenter on CUDA (statistics in float64 regardless)
+    seed: int = 0
+    method: str = "nll_single"  #: the method of the written pipeline file
+
+
+@dataclasses.dataclass
+class CompareConfig:
+    """``synboost compare --config``: every method of the comparison tables on the synthetic world, in one table.
+    The world and the demo's stages come from ``base`` (trained, or reused from its folder); the Image Resynthesis
+    network and the density fit are made here."""
+
+    out: str = "runs/compare"
+    base: DemoConfig = dataclasses.field(default_factory=DemoConfig)
+    density: DensityConfig = dataclasses.field(default_factory=lambda: DensityConfig(
+        model=DensityModelConfig(single_layer="bot_fine", knn_layer="bot_fine", bank_size=20000),
+        data=DensityDataConfig(outliers="synthetic", object_shapes=["blob", "poly", "box"],
+                               object_fills=["solid", "noise", "gradient"], mix_images=200),
+        batch_size=8, workers=0))
+    #: methods scored from the SynBoost pipeline's segmenter pass (post-hoc, MC dropout, density)
+    main_methods: list[str] = dataclasses.field(default_factory=lambda: [
+        "msp", "maxlogit", "entropy", "energy", "sml", "mcdropout", "knn", "nll_single", "nll_min",
+        "density_logreg"])
+    rows: list[str] = dataclasses.field(default_factory=list)  #: more rows, [LABEL=]PIPELINE[:METHOD,...]
+    data: list[str] = dataclasses.field(default_factory=list)  #: dataset specs; [] = the world's anomaly test

@@ -8,6 +8,7 @@ per image, a dict of float32 maps at the image's size: ``anomaly`` (higher = mor
 from __future__ import annotations
 
 import os
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Sequence
 
@@ -21,6 +22,7 @@ from synboost.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from synboost.errors import CheckpointError, ConfigError
 from synboost.hub.checkpoint import load_into, load_model
 from synboost.models import create_model
+from synboost.models.density import DENSITY_METHODS, DensityScorer, FeatureTap
 
 POSTHOC_METHODS = ("msp", "maxlogit", "entropy", "energy", "sml", "mcdropout", "pebal")
 
@@ -60,6 +62,26 @@ def load_pebal(path: str | os.PathLike, device: torch.device | str = "cpu") -> t
         raise CheckpointError(f"{path}: a plain segmenter, not a PEBAL fine-tune (no abstention output); "
                               "give the pebal.safetensors of `synboost train pebal`")
     return model
+
+
+def load_density(path: str | os.PathLike, segmenter_path: str | os.PathLike,
+                 device: torch.device | str = "cpu") -> DensityScorer:
+    """The embedding-density scorer (eval mode) of ``density.safetensors``; refused unless it was fitted on the
+    segmenter file given (same sha256)."""
+    from synboost.hub.registry import sha256_of
+
+    sd, meta = load_model(path, expect_kind="density")
+    if meta.get("segmenter_sha256") != sha256_of(Path(segmenter_path)):
+        raise CheckpointError(f"{path}: fitted on the segmenter {meta.get('segmenter')}, not on {segmenter_path}; "
+                              "refit with `synboost fit density` for this segmenter")
+    try:
+        scorer = DensityScorer(meta["layers"], meta["dims"], meta["single_layer"], meta["knn_layer"], meta["k"],
+                               meta["knn_reduce"], meta["bank_capacity"], meta["bank_size"], meta["knn_index"],
+                               meta["knn_backend"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: density metadata does not build a scorer ({e!r})") from None
+    load_into(scorer, sd, str(path))
+    return scorer.to(device).eval()
 
 
 def build_generator(m, size) -> torch.nn.Module:
@@ -132,29 +154,38 @@ def images_to_batch(images: Sequence[np.ndarray], device, size=None) -> torch.Te
 
 class PosthocDetector:
     """A segmenter plus one post-hoc score (MSP, max logit, entropy, energy, SML, MC dropout), or PEBAL's
-    smoothed energy when the segmenter is a PEBAL fine-tune or one is given beside it (``pebal_model``).
+    smoothed energy when the segmenter is a PEBAL fine-tune or one is given beside it (``pebal_model``), or an
+    embedding-density score (:data:`DENSITY_METHODS`) when a fitted ``density`` scorer is given: its features
+    are read by forward hooks during the same segmenter pass.
 
     A PEBAL fine-tune with a frozen trunk (the default) has the same weights as its base below the head; the
     detector then runs the trunk once and both heads on it, so the PEBAL score costs two small convolutions."""
 
     def __init__(self, segmenter: torch.nn.Module, method: str = "entropy", sml_stats=None, input_size=None,
                  batch_size: int = 4, mc_samples: int = 8, device: torch.device | str = "cpu", amp: bool = False,
-                 pebal_model: torch.nn.Module | None = None):
-        if method not in POSTHOC_METHODS:
-            raise ConfigError(f"unknown method '{method}'; post-hoc methods: {', '.join(POSTHOC_METHODS)}")
-        if method == "sml" and sml_stats is None:
+                 pebal_model: torch.nn.Module | None = None, density: DensityScorer | None = None):
+        self.model, self.method, self.sml_stats = segmenter, method, sml_stats
+        self.pebal_model, self.density = pebal_model, density
+        self.shared_trunk = pebal_model is not None and _same_below_head(segmenter, pebal_model)
+        self._tap = FeatureTap(segmenter, density.tap_layers) if density is not None else None
+        self._check(method, POSTHOC_METHODS + DENSITY_METHODS, "post-hoc methods")
+        self.input_size, self.batch_size, self.mc_samples = input_size or None, batch_size, mc_samples
+        self.device = torch.device(device)
+        self.amp = amp  #: bf16 autocast on CUDA (scores and the final softmax are computed in float32)
+
+    def _check(self, method: str, known: tuple[str, ...], what: str = "methods") -> None:
+        if method not in known:
+            raise ConfigError(f"unknown method '{method}'; {what}: {', '.join(known)}")
+        if method == "sml" and self.sml_stats is None:
             raise ConfigError("method 'sml' needs class statistics: the segmenter checkpoint has none "
                               "(train with sml_stats=true)")
-        self.model, self.method, self.sml_stats = segmenter, method, sml_stats
-        self.pebal_model = pebal_model
-        self.shared_trunk = pebal_model is not None and _same_below_head(segmenter, pebal_model)
         if method == "pebal" and not self.has_pebal:
             raise ConfigError("method 'pebal' needs a PEBAL fine-tune (pebal.safetensors of `synboost train pebal`):"
                               " give it as the pipeline's 'pebal' (or as its segmenter); the plain segmenter's "
                               "energy is method 'energy'")
-        self.input_size, self.batch_size, self.mc_samples = input_size or None, batch_size, mc_samples
-        self.device = torch.device(device)
-        self.amp = amp  #: bf16 autocast on CUDA (scores and the final softmax are computed in float32)
+        if method in DENSITY_METHODS and self.density is None:
+            raise ConfigError(f"method '{method}' needs an embedding-density fit of the segmenter: give the "
+                              "density.safetensors of `synboost fit density` as the pipeline's 'density'")
 
     @property
     def has_pebal(self) -> bool:
@@ -164,7 +195,7 @@ class PosthocDetector:
     def methods(self) -> tuple[str, ...]:
         """Every method this detector can score from one forward pass (``score_all``)."""
         return tuple(m for m in POSTHOC_METHODS if m not in ("mcdropout",) and (m != "sml" or self.sml_stats)
-                     and (m != "pebal" or self.has_pebal))
+                     and (m != "pebal" or self.has_pebal)) + (DENSITY_METHODS if self.density is not None else ())
 
     def _logits(self, batch: torch.Tensor, pebal: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(segmenter logits, PEBAL inlier logits if ``pebal`` else None)."""
@@ -179,8 +210,11 @@ class PosthocDetector:
 
     def _maps(self, logits: torch.Tensor, methods: Sequence[str], batch: torch.Tensor,
               pebal_logits: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        out = {}
+        dens = [m for m in methods if m in DENSITY_METHODS]
+        out = self.density(self._tap.features, batch.shape[2:], dens) if dens else {}
         for m in methods:
+            if m in dens:
+                continue
             if m == "sml":
                 out[m] = scores.sml(logits, *self.sml_stats)
             elif m == "mcdropout":
@@ -215,7 +249,8 @@ class PosthocDetector:
                 batch = images_to_batch([images[i] for i in part], self.device, self.input_size)
                 with torch.autocast(self.device.type, dtype=torch.bfloat16,
                                     enabled=self.amp and self.device.type == "cuda"):
-                    logits, pebal_logits = self._logits(batch, "pebal" in methods)
+                    with self._tap.capture() if self._tap and set(methods) & set(DENSITY_METHODS) else nullcontext():
+                        logits, pebal_logits = self._logits(batch, "pebal" in methods)
                     maps = self._maps(logits, methods, batch, pebal_logits)
                 maps["segmentation"] = logits.argmax(1).float()
                 for name, t in maps.items():
@@ -246,7 +281,7 @@ def _resolve(path: str, base: Path | None) -> str:
     return str(p)
 
 
-def _checkpoint(path: str, what: str, verb: str, base: Path | None) -> str:
+def _checkpoint(path: str, what: str, verb: str, base: Path | None, command: str = "") -> str:
     """A pipeline component: a checkpoint path (relative to the pipeline file) or a name of the weights manifest
     (``synboost-segmenter``, ...; its imported file)."""
     from synboost.hub.registry import resolve
@@ -255,8 +290,8 @@ def _checkpoint(path: str, what: str, verb: str, base: Path | None) -> str:
         raise ConfigError(f"pipeline: '{what}' is empty; give the {what} checkpoint (a .safetensors file)")
     p = _resolve(resolve(path), base)
     if not Path(p).is_file():
-        raise CheckpointError(f"{p}: {what} checkpoint not found (train one with `synboost train {verb}`, or fix "
-                              f"'{what}' in the pipeline file)")
+        how = f"make one with `{command}`" if command else f"train one with `synboost train {verb}`"
+        raise CheckpointError(f"{p}: {what} checkpoint not found ({how}, or fix '{what}' in the pipeline file)")
     return p
 
 
@@ -266,8 +301,11 @@ def build_detector(cfg: PipelineConfig, base: Path | None = None, device: str | 
     dev = pick_device(device or cfg.device)
     model, sml = load_segmenter(_checkpoint(cfg.segmenter, "segmenter", "segmentation", base), dev)
     pebal = load_pebal(_checkpoint(cfg.pebal, "pebal", "pebal", base), dev) if cfg.pebal else None
+    density = (load_density(_checkpoint(cfg.density, "density", "", base, "synboost fit density"),
+                            _checkpoint(cfg.segmenter, "segmenter", "segmentation", base), dev)
+               if cfg.density else None)
     common = dict(input_size=cfg.input_size, batch_size=cfg.batch_size, mc_samples=cfg.mc_samples, device=dev,
-                  amp=cfg.amp, pebal_model=pebal)
+                  amp=cfg.amp, pebal_model=pebal, density=density)
     if cfg.method not in SynBoostDetector.EXTRA and not cfg.dissimilarity:
         return PosthocDetector(model, cfg.method, sml, **common)
     gen = load_generator(_checkpoint(cfg.generator, "generator", "synthesis", base), dev)
@@ -359,10 +397,7 @@ class SynBoostDetector(PosthocDetector):
     def __init__(self, segmenter, generator, dissim, vgg19, size, sml_stats=None, ensemble: bool = True,
                  ensemble_weights=(0.75, 0.25), method: str = "synboost", **kw):
         super().__init__(segmenter, "entropy", sml_stats, **kw)
-        if method not in POSTHOC_METHODS + self.EXTRA:
-            raise ConfigError(f"unknown method '{method}'; methods: {', '.join(POSTHOC_METHODS + self.EXTRA)}")
-        if method in POSTHOC_METHODS:  # the same checks as a post-hoc detector of that method
-            PosthocDetector(segmenter, method, sml_stats, pebal_model=kw.get("pebal_model"))
+        self._check(method, POSTHOC_METHODS + DENSITY_METHODS + self.EXTRA)
         self.method = method
         self.generator, self.dissim, self.vgg19 = generator, dissim, vgg19
         self.size, self.ensemble, self.weights = tuple(size), ensemble, tuple(ensemble_weights)

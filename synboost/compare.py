@@ -1,0 +1,235 @@
+"""``synboost compare``: the comparison table the SynBoost and PEBAL papers print, one row per method, every row
+run by the same code on the same data and scored by the same metrics.
+
+A row is ``[LABEL=]PIPELINE[:METHOD,...]``: a pipeline file and the methods to score from it (default: the
+pipeline's own method); one detector gives all of its methods from one pass. Columns: whether the method
+re-trains the segmenter, needs an extra network, uses outlier data (as the papers' tables mark them), AP and FPR95
+per dataset, and the segmenter's mIoU where a dataset has semantic labels (so what re-training costs the inlier
+segmentation shows). Written: ``compare.json``, ``compare.md`` and one PR / ROC figure per dataset with every
+row.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from synboost.data.io import write_json, write_text
+from synboost.errors import ConfigError
+
+#: method -> (re-training, extra network, outlier data, name in the papers' tables)
+METHOD_INFO: dict[str, tuple[str, str, str, str]] = {
+    "msp": ("no", "no", "no", "MSP (softmax)"),
+    "maxlogit": ("no", "no", "no", "max logit"),
+    "entropy": ("no", "no", "no", "softmax entropy"),
+    "energy": ("no", "no", "no", "energy"),
+    "sml": ("no", "no", "no", "SML"),
+    "mcdropout": ("no", "no", "no", "MC dropout (Bayesian DeepLab)"),
+    "knn": ("no", "no", "no", "kNN embedding density"),
+    "nll_single": ("no", "no", "no", "density - single-layer NLL"),
+    "nll_min": ("no", "no", "no", "density - minimum NLL"),
+    "density_logreg": ("no", "no", "yes", "density - logistic regression"),
+    "resynthesis": ("no", "yes", "no", "Image Resynthesis"),
+    "dissimilarity": ("no", "yes", "no", "SynBoost w/o ensemble"),
+    "synboost": ("no", "yes", "no", "SynBoost"),
+    "pebal": ("head", "no", "yes", "PEBAL"),
+    "void": ("yes", "no", "yes", "OoD training - void class"),
+    "outlier_head": ("yes", "yes", "yes", "discriminative outlier head"),
+    "dirichlet": ("yes", "no", "yes", "Dirichlet DeepLab"),
+}
+
+
+@dataclass
+class Row:
+    label: str
+    pipeline: str
+    method: str
+    info: tuple[str, str, str]
+
+
+def _info(label: str, method: str) -> tuple[str, str, str, str]:
+    return METHOD_INFO.get(label) or METHOD_INFO.get(method) or ("?", "?", "?", method)
+
+
+def parse_rows(specs: Sequence[str]) -> list[Row]:
+    """``[LABEL=]PIPELINE[:METHOD,...]`` -> rows (several methods give several rows of one detector). A label
+    that is a key of :data:`METHOD_INFO` (e.g. ``resynthesis``) also sets the row's columns."""
+    rows = []
+    for spec in specs:
+        label, sep, rest = spec.partition("=")
+        if not sep:
+            label, rest = "", spec
+        path, _, methods = rest.partition(":")
+        ms = [m for m in methods.split(",") if m] or [""]
+        if not path:
+            raise ConfigError(f"compare row '{spec}': expected [LABEL=]PIPELINE[:METHOD,...]")
+        if label and len(ms) > 1:
+            raise ConfigError(f"compare row '{spec}': a label names one row; give one method")
+        for m in ms:
+            info = _info(label, m)
+            rows.append(Row(info[3] if label in METHOD_INFO else (label or (info[3] if m else "")), path, m,
+                            info[:3]))
+    return rows
+
+
+def compare(rows: Sequence[Row], data: Sequence[str], out: str | os.PathLike | None = None,
+            progress: bool = True, max_images: int | None = None, echo=print) -> dict:
+    """Evaluate every row on every dataset spec; returns (and writes) the table."""
+    from synboost.data.datasets import open_dataset
+    from synboost.evaluation import dataset_names, evaluate
+    from synboost.pipeline import load_pipeline
+
+    if not rows or not data:
+        raise ConfigError("compare needs at least one pipeline row and one dataset")
+    t0 = time.time()
+    names = dataset_names(data)
+    datasets = {n: open_dataset(spec) for n, spec in zip(names, data)}
+    by_pipeline: dict[str, list[Row]] = {}
+    for r in rows:
+        by_pipeline.setdefault(r.pipeline, []).append(r)
+    results: dict[str, dict] = {}
+    curves: dict[str, dict[str, dict]] = {n: {} for n in names}
+    for path, group in by_pipeline.items():
+        det = load_pipeline(path)
+        for r in group:
+            if not r.method:
+                r.method = det.method
+                r.info = _info("", r.method)[:3] if r.info == ("?", "?", "?") else r.info
+            r.label = r.label or _info("", r.method)[3] or r.method
+        methods = list(dict.fromkeys(r.method for r in group))
+        for n, ds in datasets.items():
+            c: dict = {}
+            rep = evaluate(det, ds, methods, None, dataset_name=n, progress=progress, max_images=max_images,
+                           curves=c)
+            for r in group:
+                res = next(x for x in rep["results"] if x["method"] == r.method)
+                entry = results.setdefault(r.label, {"label": r.label, "pipeline": r.pipeline, "method": r.method,
+                                                     "retraining": r.info[0], "extra_network": r.info[1],
+                                                     "outlier_data": r.info[2], "datasets": {}})
+                entry["datasets"][n] = {"ap": res["ap"], "fpr95": res["fpr95"], "auroc": res["auroc"],
+                                        "miou": rep.get("miou"), "anomaly_pixel_ratio": rep.get("anomaly_pixel_ratio"),
+                                        "images": rep["images"]}
+                curves[n][r.label] = c[r.method]
+            if progress:
+                echo(f"  {Path(path).name} on {n}: " + ", ".join(
+                    f"{m} AP {100 * next(x for x in rep['results'] if x['method'] == m)['ap']:.2f}"
+                    for m in methods))
+    table = {"datasets": names, "rows": [results[r.label] for r in rows if r.label in results],
+             "seconds": time.time() - t0}
+    table["rows"] = list({r["label"]: r for r in table["rows"]}.values())
+    if out is not None:
+        from synboost.viz import plot_curves
+
+        o = Path(out)
+        write_json(o / "compare.json", table)
+        write_text(o / "compare.md", compare_table(table))
+        for n in names:
+            plot_curves(curves[n], o / f"curves_{n}.png", title=f"{n}: every method")
+    return table
+
+
+def _pct(v) -> str:
+    return "—" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{100 * v:.2f}"
+
+
+def compare_table(table: dict) -> str:
+    """The papers' layout: method, re-training, extra network, outlier data, then AP / FPR95 per dataset, mIoU."""
+    names = table["datasets"]
+    head = ["method", "re-training", "extra network", "outlier data"]
+    for n in names:
+        head += [f"{n} AP", f"{n} FPR95"]
+    head.append("mIoU")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 4 + "---:|" * (2 * len(names) + 1)]
+    for r in table["rows"]:
+        cells = [r["label"], r["retraining"], r["extra_network"], r["outlier_data"]]
+        miou = None
+        for n in names:
+            d = r["datasets"].get(n, {})
+            cells += [_pct(d.get("ap")), _pct(d.get("fpr95"))]
+            miou = miou if miou is not None else d.get("miou")
+        cells.append(_pct(miou))
+        lines.append("| " + " | ".join(cells) + " |")
+    ratios = [f"{n}: {100 * r['datasets'][n]['anomaly_pixel_ratio']:.2f} %" for n in names
+              for r in table["rows"][:1] if n in r["datasets"] and r["datasets"][n].get("anomaly_pixel_ratio")]
+    if ratios:
+        lines += ["", "Anomaly pixel ratio (the AP of a random score): " + ", ".join(ratios) + "."]
+    lines += ["", "AP / FPR95 in %; mIoU of the segmenter each row uses, on the first dataset with semantic labels."]
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------ the synthetic world's table
+
+
+def prepare_methods(cfg, resume: bool = True) -> list[Row]:
+    """Train (or reuse) everything the table needs on the synthetic world, and return its rows: the demo's stages
+    (world, segmenter, PEBAL, generator, SynBoost's dissimilarity network), the Image Resynthesis network (the
+    dissimilarity network without priors and SPADE, on label switching only), and the density fit."""
+    import copy
+
+    import yaml
+
+    from synboost.config import to_dict
+    from synboost.demo import _place, _stage_done, prepare_stages
+    from synboost.pipeline import write_pipeline_file
+    from synboost.training.density import fit_density
+    from synboost.training.dissimilarity import train_dissimilarity
+
+    base, out = cfg.base, Path(cfg.out)
+    _place(base)
+    prepare_stages(base, resume)
+    seg = str(Path(base.dissimilarity.segmenter).resolve())
+    gen = str(Path(base.dissimilarity.generator).resolve())
+    dis = str((Path(base.dissimilarity.out) / "dissimilarity.safetensors").resolve())
+    peb = str((Path(base.pebal.out) / "pebal.safetensors").resolve())
+
+    res = copy.deepcopy(base.dissimilarity)
+    res.out = str(out / "resynthesis")
+    res.model.priors, res.model.spade, res.data.void_anomalies = [], "none", False
+    print(f"Image Resynthesis: dissimilarity network without priors and SPADE, {res.train.epochs} epochs")
+    if not (resume and _stage_done(res, "dissimilarity.safetensors")):
+        train_dissimilarity(res, resume=resume)
+
+    den = copy.deepcopy(cfg.density)
+    den.out, den.segmenter = str(out / "density"), seg
+    den.data.train = f"synthetic:{base.world.out}@train"
+    print("embedding density: per-layer Gaussians, kNN bank, logistic regression")
+    if not (resume and (Path(den.out) / "density.safetensors").is_file() and (Path(den.out) / "config.yaml").is_file()
+            and (Path(den.out) / "config.yaml").read_text() == yaml.safe_dump(to_dict(den), sort_keys=False)):
+        fit_density(den)
+    common = dict(segmenter=seg, perceptual_vgg_pretrained=base.dissimilarity.perceptual_vgg_pretrained,
+                  batch_size=base.segmentation.train.batch_size)
+    main = write_pipeline_file(out / "main.pipeline.yaml", method="synboost", generator=gen, dissimilarity=dis,
+                               density=str((Path(den.out) / "density.safetensors").resolve()), **common)
+    pebal = write_pipeline_file(out / "pebal.pipeline.yaml", method="pebal", segmenter=peb, batch_size=common[
+        "batch_size"])
+    resyn = write_pipeline_file(out / "resynthesis.pipeline.yaml", method="dissimilarity", generator=gen,
+                                dissimilarity=str((Path(res.out) / "dissimilarity.safetensors").resolve()),
+                                ensemble=False, **common)
+    return parse_rows([f"{main}:{','.join(cfg.main_methods)}", f"resynthesis={resyn}:dissimilarity",
+                       f"{main}:dissimilarity,synboost", f"{pebal}:pebal", *cfg.rows])
+
+
+def run_compare(cfg, resume: bool = True) -> dict:
+    """``synboost compare --config configs/compare/synthetic.yaml``: every method on the synthetic world's
+    held-out anomaly scenes, in one table (``<out>/compare.md``), with the run time."""
+    from synboost.config import save_config
+
+    t0 = time.time()
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    rows = prepare_methods(cfg, resume)
+    prepared = time.time() - t0
+    data = list(cfg.data) or [f"synthetic:{cfg.base.world.out}"]
+    table = compare(rows, data, out)
+    table["seconds_training"], table["seconds_total"] = prepared, time.time() - t0
+    write_json(out / "compare.json", table)
+    text = compare_table(table) + (f"\nTime: training and fitting {prepared:.0f} s (stages reused where already "
+                                   f"trained), evaluation {table['seconds']:.0f} s.\n")
+    write_text(out / "compare.md", text)
+    print("\n" + text)
+    return table
