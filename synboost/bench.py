@@ -257,19 +257,26 @@ def run_pipeline_benchmark(out_json: str | None = None, quick: bool = False, dev
 
 def run_synthesis_benchmark(out_json: str | None = None, quick: bool = False, device: str = "auto") -> list[dict]:
     """Resynthesis images/s of the official-size SPADE generator (ngf 64, VAE, 6 up-samplings) at 256x512 and
-    512x1024: fp32, and bf16 / channels_last on CUDA."""
+    512x1024, and of the official CC-FPSE generator at its 256x512: fp32, and bf16 / channels_last on CUDA."""
     from synboost.config import SynModelConfig
     from synboost.models.generator import resynthesize
     from synboost.pipeline import build_generator
     from synboost.runtime import pick_device
 
+    from synboost.models import create_model
+
     dev = pick_device(device)
     cuda = dev.type == "cuda"
     sizes = ((64, 128),) if quick else ((256, 512), (512, 1024))
+    # (architecture, size): our SPADE generator at both sizes, and the official CC-FPSE at its native 256x512
+    plans = [("spade", s) for s in sizes] + ([] if quick else [("ccfpse", (256, 512))])
     rows = []
-    for size in sizes:
-        m = SynModelConfig(ngf=16 if quick else 64, num_upsampling=4 if quick else 6)
-        gen = build_generator(m, size).to(dev).eval()
+    for arch, size in plans:
+        if arch == "spade":
+            gen = build_generator(SynModelConfig(ngf=16 if quick else 64, num_upsampling=4 if quick else 6),
+                                  size).to(dev).eval()
+        else:
+            gen = create_model("ccfpse_generator", out_size=size).to(dev).eval()
         for bs in ((1, 8) if cuda else (1,)):
             labels = torch.randint(0, 19, (bs, *size), device=dev)
             image = torch.rand(bs, 3, *size, device=dev)
@@ -281,13 +288,14 @@ def run_synthesis_benchmark(out_json: str | None = None, quick: bool = False, de
                     with torch.autocast(dev.type, dtype=dtype, enabled=dtype != torch.float32):
                         return resynthesize(g, labels, image)
                 sec = time_fn(run, dev, warmup=1, iters=5 if cuda else 2)
-                rows.append({"size": f"{size[0]}x{size[1]}", "batch": bs, "variant": variant,
+                rows.append({"generator": arch, "size": f"{size[0]}x{size[1]}", "batch": bs, "variant": variant,
                              "dtype": str(dtype)[6:], "ms_per_batch": 1000 * sec, "images_per_s": bs / sec})
-                print(f"  {rows[-1]['size']} bs{bs} {variant} {rows[-1]['dtype']}: {rows[-1]['images_per_s']:.2f} img/s")
+                print(f"  {arch} {rows[-1]['size']} bs{bs} {variant} {rows[-1]['dtype']}: "
+                      f"{rows[-1]['images_per_s']:.2f} img/s")
     info = device_info(dev)
-    print(f"\nSPADE generator (ngf 64, VAE encoder, deterministic) on {info.get('gpu', info['cpu'])}, "
-          f"torch {info['torch']}")
-    print(format_rows(rows, ["size", "batch", "variant", "dtype", "ms_per_batch", "images_per_s"]))
+    print(f"\nSPADE generator (ngf 64, VAE encoder, 6 up-samplings) and the official CC-FPSE (ngf 64, VAE), "
+          f"deterministic, on {info.get('gpu', info['cpu'])}, torch {info['torch']}")
+    print(format_rows(rows, ["generator", "size", "batch", "variant", "dtype", "ms_per_batch", "images_per_s"]))
     if out_json:
         write_json(out_json, {"benchmark": "synthesis", "info": info, "rows": rows})
     return rows
