@@ -44,7 +44,17 @@ def cmd_data_synth(a) -> None:
 def cmd_train(a) -> None:
     from synboost.config import DissimilarityConfig, PebalConfig, SegmentationConfig, SynthesisConfig, load_config
 
-    if a.stage == "pebal":
+    if a.stage == "outlier":
+        from synboost.config import OutlierTrainingConfig
+        from synboost.training.outlier import train_outlier
+
+        s = train_outlier(load_config(OutlierTrainingConfig, a.config, a.overrides), resume=a.resume)
+        print(f"re-trained segmenter: {s.get('segmenter', s['last'])}; validation {s['best_val']}")
+        if s.get("base_val"):
+            print(f"the starting segmenter: {s['base_val']}")
+        if "pipeline" in s:
+            print(f"pipeline file: {s['pipeline']}")
+    elif a.stage == "pebal":
         from synboost.training.pebal import train_pebal
 
         s = train_pebal(load_config(PebalConfig, a.config, a.overrides), resume=a.resume)
@@ -270,7 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_data_synth)
 
     t = sub.add_parser("train", help="train one stage")
-    t.add_argument("stage", choices=["segmentation", "synthesis", "dissimilarity", "pebal"])
+    t.add_argument("stage", choices=["segmentation", "synthesis", "dissimilarity", "pebal", "outlier"],
+                   help="outlier: re-train the whole segmenter with outlier data for method void, outlier_head or "
+                        "dirichlet (configs/outlier/)")
     _add_config(t, required=True)
     t.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     t.set_defaults(fn=cmd_train)
@@ -289,8 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--pipeline", help="pipeline file (pipelines/*.yaml or a run's pipeline.yaml)")
     e.add_argument("--segmenter", help="segmenter checkpoint (instead of a pipeline file)")
     e.add_argument("--method", action="append", default=None,
-                   help="msp, maxlogit, entropy, energy, sml, mcdropout, pebal, knn, nll_single, nll_min, density_logreg, "
-                        "synboost, dissimilarity (comma list or "
+                   help="msp, maxlogit, entropy, energy, sml, mcdropout, pebal, void, outlier_head, dirichlet, knn, "
+                        "nll_single, nll_min, density_logreg, synboost, dissimilarity (comma list or "
                         "repeat; 'all'); "
                         "default: the pipeline's")
     e.add_argument("--data", action="append", default=[],
@@ -317,7 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--pipeline", required=True, help="pipeline file")
     i.add_argument("--images", required=True, help="folder of images")
     i.add_argument("--out", required=True, help="output folder (maps/, heatmaps/, overlays/, report.json)")
-    i.add_argument("--method", help="override the pipeline's method (msp, maxlogit, entropy, energy, sml, pebal, ...)")
+    i.add_argument("--method", help="override the pipeline's method (msp, maxlogit, entropy, energy, sml, pebal, "
+                                    "void, outlier_head, dirichlet, ...)")
     i.add_argument("--save", default="npy,heatmap,overlay",
                    help="npy,heatmap,overlay,segmentation ('none' with --format: submission files only)")
     i.add_argument("--float16", action="store_true", help="write maps as float16 .npz")

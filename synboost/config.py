@@ -140,6 +140,10 @@ class SegModelConfig:
     head_dropout: float = 0.1
     width: int = 16  #: channels of the tiny backbone
     abstention: bool = False  #: + PEBAL's abstention output (set by `synboost train pebal`, not by hand)
+    #: what `synboost train outlier` re-trained the segmenter for (set by it, not by hand): "" (none) | void (one
+    #: more output, the outlier class) | outlier_head (a binary outlier head) | dirichlet (alpha = exp(logits));
+    #: the pipeline offers that method for this segmenter and refuses the others
+    outlier_training: str = ""
 
 
 @dataclasses.dataclass
@@ -170,7 +174,8 @@ class SegmentationConfig:
 class PipelineConfig:
     """A pipeline file (``pipelines/*.yaml``): how trained stages compose into one anomaly detector."""
 
-    method: str = "entropy"  #: msp | maxlogit | entropy | energy | sml | mcdropout | pebal | synboost | dissimilarity
+    method: str = "entropy"  #: msp | maxlogit | entropy | energy | sml | mcdropout | pebal | void | outlier_head |
+    #: dirichlet | synboost | dissimilarity (void, outlier_head, dirichlet: a segmenter of `synboost train outlier`)
     segmenter: str = ""  #: our segmenter checkpoint (.safetensors); relative paths are relative to the file
     pebal: str = ""  #: a PEBAL fine-tune of that segmenter (pebal.safetensors), scored as method 'pebal' beside it
     density: str = ""  #: embedding-density fit of that segmenter (density.safetensors of `synboost fit density`):
@@ -323,6 +328,47 @@ class PebalConfig:
     train: LoopConfig = dataclasses.field(default_factory=lambda: LoopConfig(lr=1e-5, batch_size=8, weight_decay=0.0,
                                                                               epochs=40))
     poly_power: float = 0.9
+
+
+@dataclasses.dataclass
+class OutlierDataConfig(PebalDataConfig):
+    """AnomalyMix data as PEBAL's (the same fields and readers), plus the Cityscapes void pixels as outliers."""
+
+    #: also train the void pixels (label ids unlabeled, static, dynamic, ground; never the ego vehicle) as
+    #: outliers, as the Fishyscapes void classifier does; reads the instance-id maps for the label ids
+    void_outliers: bool = False
+
+
+@dataclasses.dataclass
+class OutlierLossConfig:
+    """The losses of `synboost train outlier` (see :mod:`synboost.losses.outlier`)."""
+
+    head_weight: float = 1.0  #: outlier_head: weight of the outlier BCE beside the segmentation cross-entropy
+    precision: float = 100.0  #: dirichlet: target precision alpha_0 on inlier pixels
+    smoothing: float = 0.01  #: dirichlet: target mean of each other class (the labelled one: 1 - (K-1) x this)
+    outlier_weight: float = 1.0  #: dirichlet: weight of the mean KL of outlier pixels (flat target alpha = 1)
+
+
+@dataclasses.dataclass
+class OutlierTrainingConfig:
+    """``synboost train outlier``: re-train the WHOLE segmenter with outlier data (AnomalyMix pastes, optionally
+    the void pixels) for one of the comparison tables' methods: ``void`` (OoD training with a void class),
+    ``outlier_head`` (discriminative outlier detection head, Bevandic et al. 2019) or ``dirichlet`` (Dirichlet
+    DeepLab, a prior network, Malinin & Gales 2018)."""
+
+    out: str = "runs/outlier"
+    method: str = "void"  #: void | outlier_head | dirichlet
+    segmenter: str = ""  #: start from this segmenter.safetensors; "" = from scratch with `model` (trunk from ImageNet
+    #: if model.pretrained)
+    model: SegModelConfig = dataclasses.field(default_factory=SegModelConfig)  #: used when `segmenter` is ""
+    loss: OutlierLossConfig = dataclasses.field(default_factory=OutlierLossConfig)
+    data: OutlierDataConfig = dataclasses.field(default_factory=OutlierDataConfig)
+    train: LoopConfig = dataclasses.field(default_factory=lambda: LoopConfig(lr=1e-5, batch_size=8, weight_decay=0.0,
+                                                                              epochs=10))
+    optimizer: str = "adam"  #: adam | sgd (momentum below); a poly learning rate either way
+    momentum: float = 0.9
+    poly_power: float = 0.9
+    select: str = "mean"  #: best epoch by: ap (validation outliers) | miou (clean val) | mean (of the two)
 
 
 @dataclasses.dataclass

@@ -25,13 +25,24 @@ from synboost.models import create_model
 from synboost.models.density import DENSITY_METHODS, DensityScorer, FeatureTap
 
 POSTHOC_METHODS = ("msp", "maxlogit", "entropy", "energy", "sml", "mcdropout", "pebal")
+#: methods of a segmenter re-trained with outlier data (`synboost train outlier`): each needs a segmenter
+#: trained for it (its checkpoint's model.outlier_training) and reads all of its outputs
+OUTLIER_METHODS = tuple(scores.OUTLIER_SCORES)
 
 
 def build_segmenter(m: SegModelConfig) -> torch.nn.Module:
     """The DeepLabV3+ of a :class:`SegModelConfig` (random weights)."""
     return create_model("deeplabv3plus", backbone=m.backbone, num_classes=m.num_classes,
                         output_stride=m.output_stride, aspp_dim=m.aspp_dim, decoder_dim=m.decoder_dim,
-                        head_dropout=m.head_dropout, width=m.width, abstention=m.abstention)
+                        head_dropout=m.head_dropout, width=m.width, abstention=m.abstention,
+                        outlier_training=_outlier_training(m))
+
+
+def _outlier_training(m: SegModelConfig) -> str:
+    if m.outlier_training and m.outlier_training not in OUTLIER_METHODS:
+        raise ConfigError(f"model.outlier_training '{m.outlier_training}' is not one of "
+                          f"{', '.join(OUTLIER_METHODS)} (or empty)")
+    return m.outlier_training
 
 
 def load_segmenter(path: str | os.PathLike, device: torch.device | str = "cpu"):
@@ -156,7 +167,9 @@ class PosthocDetector:
     """A segmenter plus one post-hoc score (MSP, max logit, entropy, energy, SML, MC dropout), or PEBAL's
     smoothed energy when the segmenter is a PEBAL fine-tune or one is given beside it (``pebal_model``), or an
     embedding-density score (:data:`DENSITY_METHODS`) when a fitted ``density`` scorer is given: its features
-    are read by forward hooks during the same segmenter pass.
+    are read by forward hooks during the same segmenter pass, or the score of a segmenter re-trained with
+    outlier data (:data:`OUTLIER_METHODS`: void class, outlier head, Dirichlet) for the method it was trained for,
+    read from all its outputs of the same pass (the post-hoc scores then use its class logits).
 
     A PEBAL fine-tune with a frozen trunk (the default) has the same weights as its base below the head; the
     detector then runs the trunk once and both heads on it, so the PEBAL score costs two small convolutions."""
@@ -168,7 +181,7 @@ class PosthocDetector:
         self.pebal_model, self.density = pebal_model, density
         self.shared_trunk = pebal_model is not None and _same_below_head(segmenter, pebal_model)
         self._tap = FeatureTap(segmenter, density.tap_layers) if density is not None else None
-        self._check(method, POSTHOC_METHODS + DENSITY_METHODS, "post-hoc methods")
+        self._check(method, POSTHOC_METHODS + OUTLIER_METHODS + DENSITY_METHODS, "post-hoc methods")
         self.input_size, self.batch_size, self.mc_samples = input_size or None, batch_size, mc_samples
         self.device = torch.device(device)
         self.amp = amp  #: bf16 autocast on CUDA (scores and the final softmax are computed in float32)
@@ -186,6 +199,17 @@ class PosthocDetector:
         if method in DENSITY_METHODS and self.density is None:
             raise ConfigError(f"method '{method}' needs an embedding-density fit of the segmenter: give the "
                               "density.safetensors of `synboost fit density` as the pipeline's 'density'")
+        if method in OUTLIER_METHODS and method != self.outlier_training:
+            had = (f"was re-trained for '{self.outlier_training}'" if self.outlier_training
+                   else "was not re-trained with outlier data")
+            raise ConfigError(f"method '{method}' needs a segmenter re-trained for it (`synboost train outlier "
+                              f"--set method={method}`, e.g. configs/outlier/{method}-synthetic.yaml): this segmenter "
+                              f"{had}")
+
+    @property
+    def outlier_training(self) -> str:
+        """The outlier method the segmenter was re-trained for ("" for a plain segmenter)."""
+        return getattr(self.model, "outlier_training", "")
 
     @property
     def has_pebal(self) -> bool:
@@ -194,28 +218,42 @@ class PosthocDetector:
     @property
     def methods(self) -> tuple[str, ...]:
         """Every method this detector can score from one forward pass (``score_all``)."""
-        return tuple(m for m in POSTHOC_METHODS if m not in ("mcdropout",) and (m != "sml" or self.sml_stats)
-                     and (m != "pebal" or self.has_pebal)) + (DENSITY_METHODS if self.density is not None else ())
+        return (tuple(m for m in POSTHOC_METHODS if m not in ("mcdropout",) and (m != "sml" or self.sml_stats)
+                      and (m != "pebal" or self.has_pebal))
+                + ((self.outlier_training,) if self.outlier_training else ())
+                + (DENSITY_METHODS if self.density is not None else ()))
 
-    def _logits(self, batch: torch.Tensor, pebal: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(segmenter logits, PEBAL inlier logits if ``pebal`` else None)."""
+    def _logits(self, batch: torch.Tensor, pebal: bool = False, outputs: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor | None] | tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """(segmenter logits, PEBAL inlier logits if ``pebal`` else None); with ``outputs``, also all outputs
+        of the segmenter (``all_outputs=True``: + the void / outlier-head logit) from the same pass."""
+        k = getattr(self.model, "num_classes", None)
         if not pebal or self.pebal_model is None:
-            logits = self.model(batch)
-            return logits, (logits if pebal else None)
-        if self.shared_trunk:
+            full = self.model(batch, all_outputs=True) if outputs else self.model(batch)
+            logits = full[:, :k] if outputs else full
+            res = (logits, (logits if pebal else None))
+        elif self.shared_trunk:
             dec = self.model.decoder_input(batch)
             size = batch.shape[2:]
-            return self.model.head(dec, size)[0], self.pebal_model.head(dec, size)[0]
-        return self.model(batch), self.pebal_model(batch)
+            full = self.model.head(dec, size, inliers_only=not outputs)[0]
+            res = (full[:, :k] if outputs else full, self.pebal_model.head(dec, size)[0])
+        else:
+            full = self.model(batch, all_outputs=True) if outputs else self.model(batch)
+            res = (full[:, :k] if outputs else full, self.pebal_model(batch))
+        return (*res, full) if outputs else res
 
     def _maps(self, logits: torch.Tensor, methods: Sequence[str], batch: torch.Tensor,
-              pebal_logits: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+              pebal_logits: torch.Tensor | None = None, outputs: torch.Tensor | None = None
+              ) -> dict[str, torch.Tensor]:
         dens = [m for m in methods if m in DENSITY_METHODS]
         out = self.density(self._tap.features, batch.shape[2:], dens) if dens else {}
         for m in methods:
             if m in dens:
                 continue
-            if m == "sml":
+            if m in OUTLIER_METHODS:
+                self._check(m, OUTLIER_METHODS)
+                out[m] = scores.OUTLIER_SCORES[m](outputs if outputs is not None else logits)
+            elif m == "sml":
                 out[m] = scores.sml(logits, *self.sml_stats)
             elif m == "mcdropout":
                 out[m] = self._mc(batch)
@@ -238,6 +276,9 @@ class PosthocDetector:
     @torch.no_grad()
     def run(self, images: Sequence[np.ndarray], methods: Sequence[str]) -> list[dict[str, np.ndarray]]:
         """Score maps for ``methods`` (+ ``segmentation``) per image, at each image's own size."""
+        for m in methods:  # before any work: a method the segmenter was not re-trained for
+            if m in OUTLIER_METHODS:
+                self._check(m, OUTLIER_METHODS)
         results: list[dict[str, np.ndarray] | None] = [None] * len(images)
         # group by size so that every batch is one tensor
         groups: dict[tuple, list[int]] = {}
@@ -250,8 +291,11 @@ class PosthocDetector:
                 with torch.autocast(self.device.type, dtype=torch.bfloat16,
                                     enabled=self.amp and self.device.type == "cuda"):
                     with self._tap.capture() if self._tap and set(methods) & set(DENSITY_METHODS) else nullcontext():
-                        logits, pebal_logits = self._logits(batch, "pebal" in methods)
-                    maps = self._maps(logits, methods, batch, pebal_logits)
+                        if set(methods) & set(OUTLIER_METHODS):
+                            logits, pebal_logits, outputs = self._logits(batch, "pebal" in methods, outputs=True)
+                        else:
+                            (logits, pebal_logits), outputs = self._logits(batch, "pebal" in methods), None
+                    maps = self._maps(logits, methods, batch, pebal_logits, outputs=outputs)
                 maps["segmentation"] = logits.argmax(1).float()
                 for name, t in maps.items():
                     if t.shape[-2:] != shape[:2]:
@@ -397,7 +441,7 @@ class SynBoostDetector(PosthocDetector):
     def __init__(self, segmenter, generator, dissim, vgg19, size, sml_stats=None, ensemble: bool = True,
                  ensemble_weights=(0.75, 0.25), method: str = "synboost", **kw):
         super().__init__(segmenter, "entropy", sml_stats, **kw)
-        self._check(method, POSTHOC_METHODS + DENSITY_METHODS + self.EXTRA)
+        self._check(method, POSTHOC_METHODS + OUTLIER_METHODS + DENSITY_METHODS + self.EXTRA)
         self.method = method
         self.generator, self.dissim, self.vgg19 = generator, dissim, vgg19
         self.size, self.ensemble, self.weights = tuple(size), ensemble, tuple(ensemble_weights)
@@ -406,8 +450,8 @@ class SynBoostDetector(PosthocDetector):
     def methods(self) -> tuple[str, ...]:
         return super().methods + self.EXTRA
 
-    def _maps(self, logits, methods, batch, pebal_logits=None):
-        out = super()._maps(logits, [m for m in methods if m not in self.EXTRA], batch, pebal_logits)
+    def _maps(self, logits, methods, batch, pebal_logits=None, outputs=None):
+        out = super()._maps(logits, [m for m in methods if m not in self.EXTRA], batch, pebal_logits, outputs)
         if not any(m in self.EXTRA for m in methods):
             return out
         image01 = imagenet_denormalize01(batch)

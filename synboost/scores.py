@@ -7,6 +7,9 @@ entropy E = -sum_c p_c ln p_c, then per image (E - min E) / max E (the divisor i
 distance d = p1 - p2 of the softmax, then per image 1 - (d - min d) / max d. The official p * log(p) gives NaN
 where a probability underflows to 0; ``safe=True`` (default) uses log-softmax so that never happens, and equals
 the official value wherever the official one is finite.
+
+The methods of segmenters re-trained with outlier data (void class, outlier head, Dirichlet) are in
+:data:`OUTLIER_SCORES`; they read all outputs of such a model, not only its class logits.
 """
 from __future__ import annotations
 
@@ -172,6 +175,50 @@ def pebal(logits: torch.Tensor, size: int = 7, sigma: float = 1.0) -> torch.Tens
     """PEBAL's anomaly score: the free energy of the inlier logits, Gaussian-blurred (7x7, sigma 1). The
     abstention output is not used at test time (a PEBAL model's ``forward`` returns the inlier logits only)."""
     return gaussian_blur(energy(logits), size, sigma)
+
+
+# ------------------------------------------------------------------------- segmenters re-trained with outliers
+# These read all outputs of a segmenter trained by `synboost train outlier` (``model(x, all_outputs=True)``):
+# K class logits, plus the void logit or the outlier head's logit as the last channel where there is one.
+
+#: alpha = exp(z) is computed from logits clamped to this (exp(60) ~ 1e26: no overflow in float32)
+MAX_LOG_ALPHA = 60.0
+
+
+def void_probability(outputs: torch.Tensor) -> torch.Tensor:
+    """OoD training with a void class: the softmax probability of the extra (last) class over all K + 1 outputs."""
+    return F.softmax(outputs.float(), dim=1)[:, -1]
+
+
+def outlier_head_probability(outputs: torch.Tensor) -> torch.Tensor:
+    """Discriminative outlier head (Bevandic et al. 2019): sigmoid of the head's logit (the last channel)."""
+    return torch.sigmoid(outputs.float()[:, -1])
+
+
+def dirichlet_mutual_information(logits: torch.Tensor) -> torch.Tensor:
+    """Dirichlet DeepLab (prior network, Malinin & Gales 2018), alpha = exp(z): the mutual information between
+    the label and the categorical, i.e. the distributional uncertainty
+    MI = -sum_c p_c [ln p_c - psi(alpha_c + 1) + psi(alpha_0 + 1)], p = alpha / alpha_0 (= softmax(z)).
+
+    Not -ln alpha_0 (the other "distributional" measure, low precision): that is -logsumexp(z), exactly the
+    free energy of the logits, already the method ``energy``. MI is what the prior network's flat outlier target
+    (alpha = 1) makes large, while a confident pixel (high precision) has MI ~ (K - 1) / (2 alpha_0) whatever
+    its entropy, so class boundaries (high entropy, high precision) stay low."""
+    z = logits.float().clamp(max=MAX_LOG_ALPHA)
+    logp = F.log_softmax(z, dim=1)
+    alpha = z.exp()
+    alpha0 = torch.logsumexp(z, dim=1, keepdim=True).exp()
+    mi = -(logp.exp() * (logp - torch.digamma(alpha + 1) + torch.digamma(alpha0 + 1))).sum(1)
+    return mi.clamp_min(0.0)  # >= 0 in exact arithmetic; float32 rounding can give -1e-7 at high precision
+
+
+#: the scores of segmenters re-trained with outlier data, by method name (= the segmenter's outlier_training),
+#: each a function of all outputs ``model(x, all_outputs=True)``
+OUTLIER_SCORES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "void": void_probability,
+    "outlier_head": outlier_head_probability,
+    "dirichlet": dirichlet_mutual_information,
+}
 
 
 #: the post-hoc scores computed from logits alone, by name

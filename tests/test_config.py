@@ -45,12 +45,12 @@ def test_every_shipped_config_loads():
     from synboost.config import PipelineConfig
 
     root = Path(__file__).resolve().parents[1]
-    from synboost.config import (AblationConfig, CompareConfig, DensityConfig, DissimilarityConfig, PebalConfig,
-                                 SynthesisConfig)
+    from synboost.config import (AblationConfig, CompareConfig, DensityConfig, DissimilarityConfig,
+                                 OutlierTrainingConfig, PebalConfig, SynthesisConfig)
 
     schemas = {"segmentation": SegmentationConfig, "synthesis": SynthesisConfig, "dissimilarity": DissimilarityConfig,
                "ablation": AblationConfig, "data": SyntheticWorldConfig, "pebal": PebalConfig,
-               "density": DensityConfig, "compare": CompareConfig}
+               "density": DensityConfig, "compare": CompareConfig, "outlier": OutlierTrainingConfig}
     assert {p.name for p in (root / "configs").iterdir() if p.is_dir()} <= set(schemas) | {"reproduce"}
     for folder, schema in schemas.items():
         files = sorted((root / "configs" / folder).glob("*.yaml"))

@@ -13,6 +13,17 @@ them, while ``forward(x)`` still returns the inlier logits only, so every score,
 
 ``decoder_input`` / ``head`` split the forward pass where PEBAL's trainable part begins: two models that share
 everything below ``final`` (a PEBAL fine-tune with a frozen trunk and its base) can run the trunk once.
+
+``outlier_training`` says what the segmenter was re-trained for with outlier data (``synboost train outlier``)
+and builds what that needs; "" (default) changes nothing:
+
+* ``void``: one more classifier output, the void / outlier class (the Fishyscapes "void classifier"); like the
+  abstention output it is dropped by ``forward(x)`` and kept by ``forward(x, all_outputs=True)``;
+* ``outlier_head``: a binary outlier head (``outlier_head``: 3x3 conv-BN-ReLU + 1x1 conv with bias) on the
+  decoder features, beside the classifier (Bevandic et al. 2019); ``forward(x, all_outputs=True)`` appends its
+  logit as the last channel, :meth:`forward_outlier` gives (logits, outlier logit map) at the input size;
+* ``dirichlet``: no change of architecture: the logits parameterise a Dirichlet, alpha = exp(z) (prior
+  networks); recorded so that a loader knows which scores the outputs support.
 """
 from __future__ import annotations
 
@@ -50,12 +61,20 @@ class ASPP(nn.Module):
 class DeepLabV3Plus(nn.Module):
     #: the modules PEBAL fine-tunes (the official "final" block, whose last conv is our ``classifier``)
     HEAD = ("final", "classifier")
+    #: the values of ``outlier_training`` ("" = a plain segmenter)
+    OUTLIER_TRAININGS = ("", "void", "outlier_head", "dirichlet")
 
     def __init__(self, backbone: str = "resnet50", num_classes: int = 19, output_stride: int = 16,
                  aspp_dim: int = 256, decoder_dim: int = 256, head_dropout: float = 0.1, width: int = 16,
-                 abstention: bool = False):
+                 abstention: bool = False, outlier_training: str = ""):
         super().__init__()
+        if outlier_training not in self.OUTLIER_TRAININGS:
+            raise ValueError(f"outlier_training must be one of {self.OUTLIER_TRAININGS}, got '{outlier_training}'")
+        if abstention and outlier_training in ("void", "outlier_head"):
+            raise ValueError("a segmenter has either PEBAL's abstention output or an outlier output, not both")
         self.abstention = abstention
+        self.outlier_training = outlier_training
+        self.void_class = outlier_training == "void"
         self._below_head_frozen = False  # set by freeze_below_head: no gradients below the head
         self._eval_modules: tuple[str, ...] = ()  # top-level modules kept in eval mode (frozen BN statistics)
         self.trunk = build_trunk(backbone, output_stride, width)
@@ -70,8 +89,9 @@ class DeepLabV3Plus(nn.Module):
             nn.ReLU(inplace=True),
             nn.Dropout2d(head_dropout),  # parameter-free; the official classifier key final.6 maps to classifier
         )
-        self.classifier = nn.Conv2d(decoder_dim, num_classes + int(abstention), 1, bias=False)
+        self.classifier = nn.Conv2d(decoder_dim, num_classes + int(abstention or self.void_class), 1, bias=False)
         self.feature_dim = decoder_dim
+        self.outlier_head = _outlier_head(decoder_dim) if outlier_training == "outlier_head" else None
 
     def decoder_input(self, x: torch.Tensor) -> torch.Tensor:
         """Everything below ``final``: the concatenated skip and ASPP features at stride 4. Computed without
@@ -82,12 +102,16 @@ class DeepLabV3Plus(nn.Module):
             return torch.cat([self.bot_fine(low), up], 1)
 
     def head(self, dec: torch.Tensor, size, inliers_only: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        """(logits at ``size``, decoder features) from :meth:`decoder_input`; the abstention logit is dropped
-        unless ``inliers_only=False`` (it is dropped before upsampling, so it costs nothing)."""
+        """(logits at ``size``, decoder features) from :meth:`decoder_input`; the abstention / void logit is
+        dropped unless ``inliers_only=False`` (it is dropped before upsampling, so it costs nothing), which also
+        appends the outlier head's logit (if there is a head)."""
         feats = self.final(dec)
         logits = self.classifier(feats)
-        if inliers_only and self.abstention:
-            logits = logits[:, :self.num_classes]
+        if inliers_only:
+            if logits.shape[1] > self.num_classes:
+                logits = logits[:, :self.num_classes]
+        elif self.outlier_head is not None:
+            logits = torch.cat([logits, self.outlier_head(feats)], 1)
         return upsample(logits, size), feats
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -95,9 +119,16 @@ class DeepLabV3Plus(nn.Module):
         return self.head(self.decoder_input(x), x.shape[2:])
 
     def forward(self, x: torch.Tensor, all_outputs: bool = False) -> torch.Tensor:
-        """Inlier logits at the input size; ``all_outputs=True`` appends the abstention logit if there is one
-        (a keyword, so that it also passes through DistributedDataParallel)."""
+        """Inlier logits at the input size; ``all_outputs=True`` appends the abstention / void logit or the
+        outlier head's logit if there is one (a keyword, so that it also passes through DistributedDataParallel)."""
         return self.head(self.decoder_input(x), x.shape[2:], inliers_only=not all_outputs)[0]
+
+    def forward_outlier(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(inlier logits (B, K, H, W), outlier head logit (B, H, W)), both at the input size, from one pass."""
+        if self.outlier_head is None:
+            raise RuntimeError("this segmenter has no outlier head (outlier_training='outlier_head')")
+        out = self(x, all_outputs=True)
+        return out[:, :self.num_classes], out[:, self.num_classes]
 
     # ------------------------------------------------------------------------------------ head-only training
 
@@ -128,13 +159,50 @@ class DeepLabV3Plus(nn.Module):
         filter is Kaiming-normal, the trained class filters are kept. Returns ``self``."""
         if self.abstention:
             return self
+        if self.outlier_training in ("void", "outlier_head"):
+            raise ValueError(f"this segmenter was re-trained with an outlier output ({self.outlier_training}); "
+                             "PEBAL starts from a plain segmenter")
+        self.classifier, self.abstention = self._grown_classifier(), True
+        return self
+
+    def _grown_classifier(self) -> nn.Conv2d:
+        """The classifier with one more output: a Kaiming-normal filter after the trained class filters."""
         old = self.classifier
         new = nn.Conv2d(old.in_channels, self.num_classes + 1, 1, bias=False).to(old.weight.device, old.weight.dtype)
         nn.init.kaiming_normal_(new.weight)
         with torch.no_grad():
             new.weight[:self.num_classes] = old.weight
-        self.classifier, self.abstention = new, True
+        return new
+
+    # --------------------------------------------------------------------------- re-training with outlier data
+
+    def set_outlier_training(self, kind: str) -> "DeepLabV3Plus":
+        """Turn a trained plain segmenter into one to re-train for ``kind`` (see the module notes): ``void``
+        grows the classifier by one output (Kaiming-normal, the class filters kept, as :meth:`add_abstention`),
+        ``outlier_head`` adds a freshly initialised head, ``dirichlet`` only records the kind. Returns ``self``."""
+        if kind not in self.OUTLIER_TRAININGS:
+            raise ValueError(f"outlier_training must be one of {self.OUTLIER_TRAININGS}, got '{kind}'")
+        if kind == self.outlier_training:
+            return self
+        if self.abstention or self.outlier_training:
+            raise ValueError("only a plain segmenter (no abstention output, no outlier training) can be turned "
+                             f"into one for '{kind}'")
+        if kind == "void":
+            self.classifier = self._grown_classifier()
+            self.void_class = True
+        elif kind == "outlier_head":
+            w = self.classifier.weight
+            self.outlier_head = _outlier_head(self.classifier.in_channels).to(w.device, w.dtype)
+            self.outlier_head.train(self.training)
+        self.outlier_training = kind
         return self
+
+
+def _outlier_head(channels: int) -> nn.Sequential:
+    """The binary outlier head on the decoder features: 3x3 conv-BN-ReLU, then a 1x1 conv to one logit."""
+    mid = max(channels // 2, 8)
+    return nn.Sequential(nn.Conv2d(channels, mid, 3, padding=1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(inplace=True),
+                         nn.Conv2d(mid, 1, 1, bias=True))
 
 
 @register_model("deeplabv3plus")
