@@ -33,7 +33,7 @@ from synboost.errors import ConfigError
 from synboost.metrics.pixel import pixel_metrics
 from synboost.pipeline import (build_dissimilarity, dissimilarity_inputs, images_to_batch, load_generator,
                                load_segmenter, perceptual_vgg, resize_maps)
-from synboost.training.engine import Engine, SeededDataset
+from synboost.training.engine import Engine, SeededDataset, publish_best
 
 EGO_ID = 1
 
@@ -221,12 +221,9 @@ def train_dissimilarity(cfg: DissimilarityConfig, resume: bool = False, progress
     engine = Engine(DissimilarityTask(cfg, progress, samples), cfg.train, cfg.out, config=cfg, progress=progress)
     summary = engine.fit(resume=resume)
     if engine.is_main and summary["finished"]:
-        import shutil
-
         from synboost.pipeline import write_pipeline_file
 
-        out = Path(cfg.out) / "dissimilarity.safetensors"
-        shutil.copyfile(summary["best"], out)
+        out = publish_best(summary, Path(cfg.out) / "dissimilarity.safetensors")
         summary["dissimilarity"] = str(out)
         summary["pipeline"] = str(write_pipeline_file(
             Path(cfg.out) / "pipeline.yaml", method="synboost", segmenter=str(Path(cfg.segmenter).resolve()),

@@ -271,3 +271,15 @@ class Engine:
         if self.world > 1:
             dist.destroy_process_group()
         return summary
+
+
+def publish_best(summary: dict, path: str | os.PathLike) -> Path:
+    """Copy a finished run's best checkpoint (``summary["best"]``) to the stage's product file, atomically."""
+    import shutil
+
+    from synboost.data.io import atomic_path
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        shutil.copyfile(summary["best"], tmp)
+    return path

@@ -32,8 +32,8 @@ from synboost.data.datasets import open_dataset
 from synboost.data.labels import CLASS_NAMES, IGNORE
 from synboost.errors import ConfigError
 from synboost.losses.outlier import dirichlet_loss, outlier_head_loss, void_loss
-from synboost.training.engine import Engine
-from synboost.training.pebal import AnomalyMixTrainSet, open_outliers, validation_samples
+from synboost.training.engine import Engine, publish_best
+from synboost.training.pebal import AnomalyMixTrainSet, open_outliers, score_validation, validation_samples
 
 METHODS = ("void", "outlier_head", "dirichlet")
 SELECT = ("ap", "miou", "mean")
@@ -175,22 +175,8 @@ class OutlierTask:
 def score_outliers(model: nn.Module, samples, device, method: str) -> dict:
     """AP / FPR95 / AUROC of ``method``'s score (``"energy"`` for a plain segmenter: the reference) on images
     with pasted outliers (label ``OUTLIER``) against their inlier pixels (void excluded)."""
-    from synboost import scores
-    from synboost.metrics.pixel import pixel_curve
-    from synboost.pipeline import images_to_batch
-
-    was = model.training
-    model.eval()
-    sc, lab = [], []
-    for image, label in samples:
-        x = images_to_batch([image], device)
-        s = scores.energy(model(x)) if method == "energy" else scores.OUTLIER_SCORES[method](model(x, all_outputs=True))
-        keep = label != IGNORE
-        sc.append(s[0].float().cpu().numpy()[keep])
-        lab.append((label[keep] == OUTLIER).astype(np.uint8))
-    model.train(was)
-    res = pixel_curve(sc, lab).metrics()
-    return {"ap": float(res.ap), "fpr95": float(res.fpr95), "auroc": float(res.auroc)}
+    res = score_validation(model, samples, device, method)
+    return {k: res[k] for k in ("ap", "fpr95", "auroc")}
 
 
 def train_outlier(cfg: OutlierTrainingConfig, resume: bool = False, progress: bool = True) -> dict:
@@ -215,12 +201,9 @@ def train_outlier(cfg: OutlierTrainingConfig, resume: bool = False, progress: bo
     summary["base_val"] = base_val
     if engine.is_main and summary["finished"]:
         from synboost.data.io import write_json
-        from synboost.hub.checkpoint import load_model, save_model
         from synboost.pipeline import write_pipeline_file
 
-        sd, meta = load_model(summary["best"], "segmenter")
-        out = Path(cfg.out) / "segmenter.safetensors"
-        save_model(out, sd, meta)
+        out = publish_best(summary, Path(cfg.out) / "segmenter.safetensors")
         summary["segmenter"] = str(out)
         summary["pipeline"] = str(write_pipeline_file(Path(cfg.out) / "pipeline.yaml", method=cfg.method,
                                                       segmenter=str(out.resolve())))

@@ -23,7 +23,7 @@ from synboost.data.labels import CLASS_NAMES
 from synboost.data.transforms import augment, resize_pair, to_chw_float
 from synboost.errors import ConfigError
 from synboost.losses.pebal import PebalWeights, pebal_loss
-from synboost.training.engine import Engine, SeededDataset
+from synboost.training.engine import Engine, SeededDataset, publish_best
 
 
 def open_outliers(d):
@@ -80,9 +80,11 @@ def validation_samples(reader, outliers, cfg) -> list[tuple[np.ndarray, np.ndarr
 
 
 @torch.no_grad()
-def score_validation(model: nn.Module, samples, device, pebal_score: bool = True) -> dict:
-    """AP / FPR95 / AUROC of the smoothed-energy score on pasted outliers against inlier pixels, the energy
-    statistics of both, and the mIoU over the inlier pixels. ``pebal_score=False`` scores the plain energy."""
+def score_validation(model: nn.Module, samples, device, score: str = "pebal") -> dict:
+    """AP / FPR95 / AUROC of a score on pasted outliers against inlier pixels, the energy statistics of both, and
+    the mIoU over the inlier pixels. ``score``: ``pebal`` (the smoothed energy), ``energy`` (the plain energy: the
+    reference for any segmenter), or a method of ``scores.OUTLIER_SCORES`` (computed from all of the model's
+    outputs, as the detectors do)."""
     from synboost import scores
     from synboost.metrics.pixel import pixel_curve
     from synboost.metrics.segmentation import ConfusionMatrix
@@ -93,9 +95,11 @@ def score_validation(model: nn.Module, samples, device, pebal_score: bool = True
     cm = ConfusionMatrix(len(CLASS_NAMES), class_names=list(CLASS_NAMES))
     sc, lab, e_in, e_out = [], [], [], []
     for image, label in samples:
-        logits = model(images_to_batch([image], device))
+        every = model(images_to_batch([image], device), all_outputs=True)
+        logits = every[:, :model.num_classes]
         energy = scores.energy(logits)
-        s = (scores.gaussian_blur(energy) if pebal_score else energy)[0].cpu().numpy()
+        s = (scores.gaussian_blur(energy) if score == "pebal" else energy if score == "energy"
+             else scores.OUTLIER_SCORES[score](every))[0].float().cpu().numpy()
         keep = label != 255
         sc.append(s[keep])
         lab.append((label[keep] == OUTLIER).astype(np.uint8))
@@ -190,7 +194,7 @@ def train_pebal(cfg: PebalConfig, resume: bool = False, progress: bool = True) -
     base_val = None
     if engine.is_main:
         base = task.base_model().to(engine.device)
-        base_val = score_validation(base, task.validation_set(), engine.device, pebal_score=False)
+        base_val = score_validation(base, task.validation_set(), engine.device, score="energy")
         if progress:
             print(f"[pebal] base segmenter on the validation outliers: energy AP {100 * base_val['ap']:.2f}, "
                   f"inlier energy 5/50/95 % {np.round(base_val['energy_in'], 2).tolist()}, outlier "
@@ -201,12 +205,9 @@ def train_pebal(cfg: PebalConfig, resume: bool = False, progress: bool = True) -
     summary["base_val"] = base_val
     if engine.is_main and summary["finished"]:
         from synboost.data.io import write_json
-        from synboost.hub.checkpoint import load_model, save_model
         from synboost.pipeline import write_pipeline_file
 
-        sd, meta = load_model(summary["best"], "segmenter")
-        out = Path(cfg.out) / "pebal.safetensors"
-        save_model(out, sd, meta)
+        out = publish_best(summary, Path(cfg.out) / "pebal.safetensors")
         summary["pebal"] = str(out)
         summary["pipeline"] = str(write_pipeline_file(
             Path(cfg.out) / "pipeline.yaml", method="pebal", segmenter=str(Path(cfg.segmenter).resolve()),
