@@ -35,7 +35,7 @@ def training_key(name: str) -> str:
 
 
 def run_ablation(cfg: AblationConfig, resume: bool = True) -> dict:
-    from synboost.data.datasets import open_dataset
+    from synboost.data.kinds import open_dataset
     from synboost.demo import _place, prepare_stages
     from synboost.evaluation import evaluate
     from synboost.pipeline import load_pipeline, write_pipeline_file

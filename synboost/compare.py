@@ -79,7 +79,7 @@ def parse_rows(specs: Sequence[str]) -> list[Row]:
 def compare(rows: Sequence[Row], data: Sequence[str], out: str | os.PathLike | None = None,
             progress: bool = True, max_images: int | None = None, echo=print) -> dict:
     """Evaluate every row on every dataset spec; returns (and writes) the table."""
-    from synboost.data.datasets import open_dataset
+    from synboost.data.kinds import open_dataset
     from synboost.evaluation import dataset_names, evaluate
     from synboost.pipeline import load_pipeline
 

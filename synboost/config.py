@@ -148,7 +148,7 @@ class SegModelConfig:
 
 @dataclasses.dataclass
 class SegDataConfig:
-    train: str = "cityscapes:data/cityscapes@train"  #: dataset spec (see synboost.data.datasets.open_dataset)
+    train: str = "cityscapes:data/cityscapes@train"  #: dataset spec (see synboost.data.kinds.open_dataset)
     val: str = "cityscapes:data/cityscapes@val"
     crop: list[int] = dataclasses.field(default_factory=lambda: [512, 1024])  #: training crop (H, W)
     scale_min: float = 0.5

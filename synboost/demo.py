@@ -111,7 +111,7 @@ def prepare_stages(cfg: DemoConfig, resume: bool = True, dissimilarity: bool = T
 
 
 def run_demo(cfg: DemoConfig, quick: bool = False, resume: bool = True) -> dict:
-    from synboost.data.datasets import open_dataset
+    from synboost.data.kinds import open_dataset
     from synboost.evaluation import evaluate, markdown_table
     from synboost.pipeline import load_pipeline
 

@@ -374,7 +374,7 @@ def evaluate_many(detector, specs: Sequence[str], methods: Sequence[str], out: s
                   echo=print, **kw) -> list[dict]:
     """:func:`evaluate` on each dataset spec (``kind:DIR``; results in ``out/<name>/``), then the combined table
     in ``out/summary.md``. ``echo`` receives each dataset's table as it finishes."""
-    from synboost.data.datasets import open_dataset
+    from synboost.data.kinds import open_dataset
 
     datasets = [(name, open_dataset(spec)) for name, spec in zip(dataset_names(specs), specs)]
     reports = []

@@ -22,7 +22,7 @@ def reproduction_datasets(cfg) -> dict:
     or placeholder folder is one line saying where it was looked for and how to point at it."""
     import dataclasses
 
-    from synboost.data.datasets import KINDS, open_dataset
+    from synboost.data.kinds import KINDS, open_dataset
 
     out = {}
     for name, value in dataclasses.asdict(cfg.data).items():

@@ -13,7 +13,7 @@ def test_data_synth_writes_a_world_the_readers_load(tmp_path, capsys):
                  "--set", "workers=1"]) == 0
     meta = json.loads((out / "synthetic_world.json").read_text())
     assert meta["splits"] == {"train": 7, "val": 1, "test": 2} and meta["height"] == 32
-    from synboost.data.datasets import open_dataset
+    from synboost.data.kinds import open_dataset
 
     assert open_dataset(f"synthetic:{out}")[0]["image"].shape == (32, 64, 3)
     # deterministic: the same command again gives byte-identical files

@@ -19,7 +19,7 @@ def test_row_specs():
 
 
 def test_table_rows_equal_evaluate(tiny_world, tiny_segmenter, tmp_path):
-    from synboost.data.datasets import open_dataset
+    from synboost.data.kinds import open_dataset
     from synboost.evaluation import evaluate
     from synboost.pipeline import load_pipeline
 

@@ -17,7 +17,8 @@ from synboost.data.benchmarks import (
     RoadAnomalyDataset,
     SMIYCDataset,
 )
-from synboost.data.datasets import KINDS, CityscapesDataset, CocoOutliers, ImageFolder, detect_kind, open_dataset
+from synboost.data.datasets import CityscapesDataset, CocoOutliers, ImageFolder
+from synboost.data.kinds import KINDS, detect_kind, open_dataset
 from synboost.errors import DataError, ImageReadError
 
 H, W = 8, 16

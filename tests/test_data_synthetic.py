@@ -1,6 +1,6 @@
 import numpy as np
 
-from synboost.data.datasets import open_dataset
+from synboost.data.kinds import open_dataset
 from synboost.data.labels import ID_TO_TRAIN_ID, NUM_CLASSES, ids_to_train_ids
 from synboost.data.synthetic import generate_scene, ood_object, scene_seed, split_sizes
 

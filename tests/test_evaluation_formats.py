@@ -9,7 +9,7 @@ import pytest
 
 from synboost.cli import main
 from synboost.config import PipelineConfig, ReproduceConfig, load_config
-from synboost.data.datasets import open_dataset
+from synboost.data.kinds import open_dataset
 from synboost.evaluation import combined_table, component_preset, evaluate, evaluate_many
 from synboost.reproduce import METRIC_KEYS
 from synboost.metrics import PRESETS, ComponentMetrics, pixel_curve
@@ -295,7 +295,7 @@ def test_reproduce_missing_data_or_weights_is_one_line(tmp_path, capsys, monkeyp
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_every_shipped_reproduce_config_loads(path):
-    from synboost.data.datasets import KINDS
+    from synboost.data.kinds import KINDS
     from synboost.metrics.pixel import FPR_RULES
 
     cfg = load_config(ReproduceConfig, path)

@@ -32,7 +32,7 @@ def fitted(tiny_world, tiny_segmenter, tmp_path_factory):
 
 
 def test_fit_density_beats_chance_on_held_out_anomaly_scenes(tiny_world, fitted):
-    from synboost.data.datasets import open_dataset
+    from synboost.data.kinds import open_dataset
     from synboost.evaluation import evaluate
     from synboost.hub.checkpoint import load_model
     from synboost.pipeline import load_pipeline
@@ -64,7 +64,7 @@ def test_density_scores_come_from_the_segmenter_pass(tiny_world, fitted):
     """score_all gives the density maps of the same forward pass, equal to scoring each method alone; the
     post-hoc maps are unchanged by the hooks; MC-dropout passes do not overwrite the captured features."""
     from synboost.config import PipelineConfig
-    from synboost.data.datasets import open_dataset
+    from synboost.data.kinds import open_dataset
     from synboost.pipeline import PosthocDetector, load_pipeline, load_segmenter
 
     s, _ = fitted

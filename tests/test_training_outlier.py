@@ -31,7 +31,7 @@ def _cfg(world, segmenter, out, method, *extra):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_outlier_training_beats_chance_on_held_out_anomaly_scenes(method, tiny_world, tiny_segmenter, tmp_path):
-    from synboost.data.datasets import open_dataset
+    from synboost.data.kinds import open_dataset
     from synboost.evaluation import evaluate
     from synboost.pipeline import load_pipeline
     from synboost.training.outlier import train_outlier
@@ -68,7 +68,7 @@ def test_outlier_training_beats_chance_on_held_out_anomaly_scenes(method, tiny_w
 
 
 def test_methods_refused_for_segmenters_not_trained_for_them(tiny_world, tiny_segmenter, tmp_path):
-    from synboost.data.datasets import open_dataset
+    from synboost.data.kinds import open_dataset
     from synboost.evaluation import evaluate
     from synboost.pipeline import load_pipeline, write_pipeline_file
     from synboost.training.outlier import train_outlier
@@ -118,7 +118,7 @@ def test_from_scratch_through_the_cli_and_the_shipped_configs(tiny_world, tmp_pa
 
 
 def test_void_pixels_as_outliers(tiny_world):
-    from synboost.data.datasets import open_dataset
+    from synboost.data.kinds import open_dataset
     from synboost.training.dissimilarity import _label_ids
     from synboost.training.outlier import VoidAsOutliers
 

@@ -18,7 +18,7 @@ def _cfg(world, segmenter, out, *extra):
 
 
 def test_pebal_beats_the_plain_energy_on_held_out_anomaly_scenes(tiny_world, tiny_segmenter, tmp_path):
-    from synboost.data.datasets import open_dataset
+    from synboost.data.kinds import open_dataset
     from synboost.evaluation import evaluate
     from synboost.pipeline import load_pipeline
     from synboost.training.pebal import train_pebal
@@ -69,7 +69,7 @@ def test_pebal_resumes_and_refuses_the_wrong_checkpoint(tiny_world, tiny_segment
 
 
 def test_anomaly_mix_training_set_is_deterministic_per_epoch(tiny_world):
-    from synboost.data.datasets import open_dataset
+    from synboost.data.kinds import open_dataset
     from synboost.data.anomalies import OUTLIER
     from synboost.training.pebal import AnomalyMixTrainSet, open_outliers
 

@@ -35,7 +35,7 @@ def test_resume_equals_uninterrupted(tiny_world, tmp_path):
 def test_trained_segmenter_beats_chance_and_baselines_find_anomalies(tiny_world, tiny_segmenter, tmp_path):
     """A small segmenter trained for a few CPU-minutes: mIoU floor on held-out scenes, and every post-hoc
     baseline ranks anomaly pixels above the anomaly pixel ratio (the AP of a random score)."""
-    from synboost.data.datasets import open_dataset
+    from synboost.data.kinds import open_dataset
     from synboost.evaluation import evaluate
     from synboost.pipeline import load_pipeline
 

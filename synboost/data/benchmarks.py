@@ -13,8 +13,6 @@ from typing import Collection
 import numpy as np
 
 from synboost.data.datasets import (
-    FISHYSCAPES_FOLDERS,
-    SMIYC_FOLDERS,
     ImageDataset,
     SampleFiles,
     decode_anomaly,
@@ -27,6 +25,11 @@ from synboost.data.datasets import (
 from synboost.data.io import list_images, read_label
 from synboost.data.labels import IGNORE
 from synboost.errors import DataError, ImageReadError
+
+#: Fishyscapes variant -> its folder names (PEBAL's copy of SynBoost's layout, SynBoost's own tar)
+FISHYSCAPES_FOLDERS = {"laf": ("LostAndFound", "fs_lost_and_found"), "static": ("Static", "fs_static")}
+#: SegmentMeIfYouCan track -> its folder name
+SMIYC_FOLDERS = {"anomaly": "dataset_AnomalyTrack", "obstacle": "dataset_ObstacleTrack"}
 
 # ------------------------------------------------------------------------------ SynBoost's folder layout
 

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from synboost.config import DensityConfig, save_config, to_dict
 from synboost.data.anomalies import OUTLIER, anomaly_mix
-from synboost.data.datasets import open_dataset
+from synboost.data.kinds import open_dataset
 from synboost.data.labels import CLASS_NAMES
 from synboost.data.transforms import resize_pair
 from synboost.errors import CheckpointError, ConfigError

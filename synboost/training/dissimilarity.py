@@ -27,7 +27,7 @@ from tqdm import tqdm
 from synboost import scores
 from synboost.config import DissimilarityConfig, to_dict
 from synboost.data.anomalies import paste, switch_instances, void_mask
-from synboost.data.datasets import open_dataset
+from synboost.data.kinds import open_dataset
 from synboost.data.labels import CLASS_NAMES, ID_TO_TRAIN_ID, IGNORE
 from synboost.errors import ConfigError
 from synboost.metrics.pixel import pixel_metrics

@@ -28,7 +28,7 @@ from torch import nn
 
 from synboost.config import OutlierTrainingConfig, SegModelConfig, SegmentationConfig, from_dict, to_dict
 from synboost.data.anomalies import OUTLIER, void_mask
-from synboost.data.datasets import open_dataset
+from synboost.data.kinds import open_dataset
 from synboost.data.labels import CLASS_NAMES, IGNORE
 from synboost.errors import ConfigError
 from synboost.losses.outlier import dirichlet_loss, outlier_head_loss, void_loss

@@ -18,7 +18,7 @@ from torch import nn
 
 from synboost.config import PebalConfig, to_dict
 from synboost.data.anomalies import OUTLIER, DatasetOutliers, ProceduralOutliers, anomaly_mix
-from synboost.data.datasets import open_dataset
+from synboost.data.kinds import open_dataset
 from synboost.data.labels import CLASS_NAMES
 from synboost.data.transforms import augment, resize_pair, to_chw_float
 from synboost.errors import ConfigError

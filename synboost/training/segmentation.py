@@ -12,7 +12,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from synboost.config import SegmentationConfig, to_dict
-from synboost.data.datasets import open_dataset
+from synboost.data.kinds import open_dataset
 from synboost.data.labels import CLASS_NAMES, IGNORE
 from synboost.data.transforms import augment, resize_pair, to_chw_float
 from synboost.metrics.segmentation import ConfusionMatrix

@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from synboost.config import SynthesisConfig, to_dict
-from synboost.data.datasets import open_dataset
+from synboost.data.kinds import open_dataset
 from synboost.data.io import write_image
 from synboost.data.labels import CLASS_NAMES, NUM_CLASSES, colorize
 from synboost.data.transforms import resize_pair
