@@ -114,7 +114,8 @@ def _official_size_stages(dev, dis_size=(256, 512), seg_backbone="resnet101", wi
     dissimilarity network at ``dis_size``, VGG19 for the perceptual difference."""
     from synboost.config import DissimModelConfig, SynModelConfig
     from synboost.models.vgg import VGG19Pyramid
-    from synboost.pipeline import SynBoostDetector, build_dissimilarity, build_generator
+    from synboost.networks import build_dissimilarity, build_generator
+    from synboost.pipeline import SynBoostDetector
 
     seg = create_seg(seg_backbone).to(dev).eval()
     gen = build_generator(SynModelConfig(num_upsampling=6), dis_size).to(dev).eval()
@@ -260,7 +261,7 @@ def run_synthesis_benchmark(out_json: str | None = None, quick: bool = False, de
     512x1024, and of the official CC-FPSE generator at its 256x512: fp32, and bf16 / channels_last on CUDA."""
     from synboost.config import SynModelConfig
     from synboost.models.generator import resynthesize
-    from synboost.pipeline import build_generator
+    from synboost.networks import build_generator
     from synboost.runtime import pick_device
 
     from synboost.models import create_model

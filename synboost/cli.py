@@ -182,7 +182,7 @@ def cmd_infer(a) -> None:
 def cmd_synthesize(a) -> None:
     from synboost.inference import synthesize_folder
     from synboost.runtime import pick_device
-    from synboost.pipeline import load_generator
+    from synboost.networks import load_generator
 
     gen = load_generator(a.generator, pick_device(a.device))
     rep = synthesize_folder(gen, a.labels, a.out, a.images)

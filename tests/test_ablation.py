@@ -3,7 +3,7 @@ import pytest
 from synboost.ablation import VARIANTS, ablation_table
 from synboost.config import AblationConfig, DissimModelConfig, load_config
 from synboost.errors import ConfigError
-from synboost.pipeline import build_dissimilarity
+from synboost.networks import build_dissimilarity
 
 
 def test_every_default_variant_is_known_and_builds():

@@ -68,7 +68,8 @@ def test_synthesize_and_mc_dropout(tiny_world, tmp_path):
 
     from synboost.config import SynModelConfig, to_dict
     from synboost.hub.checkpoint import save_model
-    from synboost.pipeline import PosthocDetector, build_generator
+    from synboost.networks import build_generator
+    from synboost.pipeline import PosthocDetector
 
     m = SynModelConfig(ngf=8, num_upsampling=4, z_dim=16, nef=8, encoder_size=128, spade_hidden=16)
     gen = build_generator(m, [32, 64])

@@ -7,8 +7,8 @@ from synboost import scores
 from synboost.config import DissimModelConfig, SegModelConfig, SynModelConfig, to_dict
 from synboost.errors import CheckpointError
 from synboost.hub.checkpoint import save_model
-from synboost.pipeline import (build_dissimilarity, build_generator, load_pipeline, resize_maps,
-                               write_pipeline_file)
+from synboost.networks import build_dissimilarity, build_generator
+from synboost.pipeline import load_pipeline, resize_maps, write_pipeline_file
 from synboost.models import create_model
 
 
@@ -88,7 +88,7 @@ def test_random_perceptual_vgg_is_the_same_in_every_process():
     import subprocess
     import sys
 
-    from synboost.pipeline import perceptual_vgg
+    from synboost.networks import perceptual_vgg
 
     torch.manual_seed(123)
     a = perceptual_vgg(False).state_dict()

@@ -65,7 +65,8 @@ def test_density_scores_come_from_the_segmenter_pass(tiny_world, fitted):
     post-hoc maps are unchanged by the hooks; MC-dropout passes do not overwrite the captured features."""
     from synboost.config import PipelineConfig
     from synboost.data.kinds import open_dataset
-    from synboost.pipeline import PosthocDetector, load_pipeline, load_segmenter
+    from synboost.networks import load_segmenter
+    from synboost.pipeline import PosthocDetector, load_pipeline
 
     s, _ = fitted
     det = load_pipeline(s["pipeline"])
@@ -85,7 +86,8 @@ def test_density_cli_and_errors(tiny_world, tiny_segmenter, fitted, tmp_path):
     from synboost.cli import main
     from synboost.errors import CheckpointError, ConfigError
     from synboost.hub.checkpoint import save_model
-    from synboost.pipeline import load_density, load_pipeline
+    from synboost.networks import load_density
+    from synboost.pipeline import load_pipeline
     from synboost.training.density import fit_density
 
     s, _ = fitted

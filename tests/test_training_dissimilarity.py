@@ -9,7 +9,7 @@ import torch
 
 from synboost.config import SynModelConfig, to_dict
 from synboost.hub.checkpoint import load_model, save_model
-from synboost.pipeline import build_generator
+from synboost.networks import build_generator
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")

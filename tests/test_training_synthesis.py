@@ -4,7 +4,7 @@ import torch
 
 from synboost.config import SynthesisConfig, load_config
 from synboost.data.kinds import open_dataset
-from synboost.pipeline import build_generator, load_generator
+from synboost.networks import build_generator, load_generator
 from synboost.training.synthesis import PairSet, SynthesisTask, class_mean_colours, paint_by_class, train_synthesis
 
 

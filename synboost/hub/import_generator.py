@@ -78,7 +78,7 @@ def ccfpse_config(g_sd: Mapping[str, torch.Tensor]) -> dict[str, Any]:
 def import_ccfpse(g_src: str | os.PathLike, e_src: str | os.PathLike | None, dst: str | os.PathLike,
                   size: tuple[int, int] = RELEASED_SIZE) -> Path:
     """Official ``latest_net_G.pth`` (+ optional ``latest_net_E.pth``) -> ``dst`` (our safetensors generator
-    checkpoint, loadable with ``synboost.pipeline.load_generator``). Returns ``dst``."""
+    checkpoint, loadable with ``synboost.networks.load_generator``). Returns ``dst``."""
     from synboost.models import create_model  # the one place hub/ builds a model: importers check strictly
 
     g_sd = _state_dict(g_src, "the CC-FPSE generator latest_net_G.pth")

@@ -124,7 +124,8 @@ def fit_density(cfg: DensityConfig, progress: bool = True) -> dict:
     from synboost.data.io import write_json
     from synboost.hub.checkpoint import save_model
     from synboost.hub.registry import sha256_of
-    from synboost.pipeline import load_segmenter, write_pipeline_file
+    from synboost.networks import load_segmenter
+    from synboost.pipeline import write_pipeline_file
     from synboost.runtime import pick_device
     from synboost.training.pebal import open_outliers
 

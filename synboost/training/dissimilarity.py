@@ -31,8 +31,8 @@ from synboost.data.kinds import open_dataset
 from synboost.data.labels import CLASS_NAMES, ID_TO_TRAIN_ID, IGNORE
 from synboost.errors import ConfigError
 from synboost.metrics.pixel import pixel_metrics
-from synboost.pipeline import (build_dissimilarity, dissimilarity_inputs, images_to_batch, load_generator,
-                               load_segmenter, perceptual_vgg, resize_maps)
+from synboost.networks import build_dissimilarity, load_generator, load_segmenter, perceptual_vgg
+from synboost.pipeline import dissimilarity_inputs, images_to_batch, resize_maps
 from synboost.training.engine import Engine, SeededDataset, publish_best
 
 EGO_ID = 1

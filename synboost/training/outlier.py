@@ -96,7 +96,7 @@ class OutlierTask:
 
     def base_model(self) -> nn.Module:
         """The plain segmenter to start from (eval mode)."""
-        from synboost.pipeline import load_segmenter
+        from synboost.networks import load_segmenter
 
         return load_segmenter(self.cfg.segmenter)[0]
 

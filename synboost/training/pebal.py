@@ -138,7 +138,7 @@ class PebalTask:
         self._val = None
 
     def base_model(self) -> nn.Module:
-        from synboost.pipeline import load_segmenter
+        from synboost.networks import load_segmenter
 
         model, _ = load_segmenter(self.cfg.segmenter)
         if model.abstention:

@@ -16,7 +16,7 @@ from synboost.data.kinds import open_dataset
 from synboost.data.labels import CLASS_NAMES, IGNORE
 from synboost.data.transforms import augment, resize_pair, to_chw_float
 from synboost.metrics.segmentation import ConfusionMatrix
-from synboost.pipeline import build_segmenter
+from synboost.networks import build_segmenter
 from synboost.training.engine import Engine, SeededDataset
 
 

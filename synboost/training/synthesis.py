@@ -21,7 +21,7 @@ from synboost.errors import ConfigError
 from synboost.losses.gan import GANLossWeights, discriminator_losses, generator_losses
 from synboost.models import create_model
 from synboost.models.generator import generator_input
-from synboost.pipeline import build_generator
+from synboost.networks import build_generator
 from synboost.training.engine import Engine, SeededDataset
 from synboost.viz import tile
 
