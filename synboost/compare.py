@@ -167,7 +167,8 @@ def compare_table(table: dict) -> str:
 def prepare_methods(cfg, resume: bool = True) -> list[Row]:
     """Train (or reuse) everything the table needs on the synthetic world, and return its rows: the demo's stages
     (world, segmenter, PEBAL, generator, SynBoost's dissimilarity network), the Image Resynthesis network (the
-    dissimilarity network without priors and SPADE, on label switching only), and the density fit."""
+    dissimilarity network without priors and SPADE, on label switching only), the density fit, and the re-training
+    methods (``cfg.outlier_methods``, each the whole demo segmenter re-trained with outlier data)."""
     import copy
 
     import yaml
@@ -177,6 +178,7 @@ def prepare_methods(cfg, resume: bool = True) -> list[Row]:
     from synboost.pipeline import write_pipeline_file
     from synboost.training.density import fit_density
     from synboost.training.dissimilarity import train_dissimilarity
+    from synboost.training.outlier import train_outlier
 
     base, out = cfg.base, Path(cfg.out)
     _place(base)
@@ -200,6 +202,17 @@ def prepare_methods(cfg, resume: bool = True) -> list[Row]:
     if not (resume and (Path(den.out) / "density.safetensors").is_file() and (Path(den.out) / "config.yaml").is_file()
             and (Path(den.out) / "config.yaml").read_text() == yaml.safe_dump(to_dict(den), sort_keys=False)):
         fit_density(den)
+    retrained = []
+    for m in cfg.outlier_methods:
+        if m not in cfg.outlier:
+            raise ConfigError(f"outlier_methods: '{m}' has no config under 'outlier' (known: {sorted(cfg.outlier)})")
+        oc = copy.deepcopy(cfg.outlier[m])
+        oc.out, oc.segmenter = str(out / f"outlier-{m}"), seg
+        oc.data.train, oc.data.val = f"synthetic:{base.world.out}@train", f"synthetic:{base.world.out}@val"
+        print(f"re-training with outlier data: {oc.method}, the whole segmenter, {oc.train.epochs} epochs")
+        if not (resume and _stage_done(oc, "segmenter.safetensors")):
+            train_outlier(oc, resume=resume)
+        retrained.append(f"{Path(oc.out) / 'pipeline.yaml'}:{oc.method}")
     common = dict(segmenter=seg, perceptual_vgg_pretrained=base.dissimilarity.perceptual_vgg_pretrained,
                   batch_size=base.segmentation.train.batch_size)
     main = write_pipeline_file(out / "main.pipeline.yaml", method="synboost", generator=gen, dissimilarity=dis,
@@ -210,7 +223,7 @@ def prepare_methods(cfg, resume: bool = True) -> list[Row]:
                                 dissimilarity=str((Path(res.out) / "dissimilarity.safetensors").resolve()),
                                 ensemble=False, **common)
     return parse_rows([f"{main}:{','.join(cfg.main_methods)}", f"resynthesis={resyn}:dissimilarity",
-                       f"{main}:dissimilarity,synboost", f"{pebal}:pebal", *cfg.rows])
+                       f"{main}:dissimilarity,synboost", f"{pebal}:pebal", *retrained, *cfg.rows])
 
 
 def run_compare(cfg, resume: bool = True) -> dict:
