@@ -1,0 +1,77 @@
+"""Typed configs: dataclasses per stage, read from YAML, with dotted command-line overrides.
+
+Every job takes a dataclass config. :func:`load_config` builds it from the dataclass defaults, merged with a YAML
+file, merged with ``key.sub=value`` overrides (``--set train.lr=1e-4`` on the command line). Unknown keys and
+wrong types are a :class:`ConfigError` naming the key. :func:`save_config` writes the resolved config beside a
+run's outputs so that the run explains itself.
+
+omegaconf does the merging and the type checks (structured configs); the dataclasses stay plain.
+:mod:`~synboost.config.loading` reads and writes them, :mod:`~synboost.config.stages` holds the training stages'
+schemas and :mod:`~synboost.config.jobs` those of the jobs that compose them; all are importable from here.
+"""
+from synboost.config.jobs import (
+    PipelineConfig,
+    DemoConfig,
+    AblationConfig,
+    ReproduceData,
+    ExpectedResult,
+    ReproduceConfig,
+    CompareConfig,
+)
+from synboost.config.loading import from_dict, load_config, save_config, to_dict
+from synboost.config.stages import (
+    SyntheticWorldConfig,
+    LoopConfig,
+    SegModelConfig,
+    SegDataConfig,
+    SegmentationConfig,
+    SynModelConfig,
+    SynDataConfig,
+    SynthesisConfig,
+    DissimModelConfig,
+    DissimDataConfig,
+    DissimilarityConfig,
+    PebalLossConfig,
+    PebalDataConfig,
+    PebalConfig,
+    OutlierDataConfig,
+    OutlierLossConfig,
+    OutlierTrainingConfig,
+    DensityModelConfig,
+    DensityDataConfig,
+    DensityConfig,
+)
+
+__all__ = [
+    "AblationConfig",
+    "CompareConfig",
+    "DemoConfig",
+    "DensityConfig",
+    "DensityDataConfig",
+    "DensityModelConfig",
+    "DissimDataConfig",
+    "DissimModelConfig",
+    "DissimilarityConfig",
+    "ExpectedResult",
+    "LoopConfig",
+    "OutlierDataConfig",
+    "OutlierLossConfig",
+    "OutlierTrainingConfig",
+    "PebalConfig",
+    "PebalDataConfig",
+    "PebalLossConfig",
+    "PipelineConfig",
+    "ReproduceConfig",
+    "ReproduceData",
+    "SegDataConfig",
+    "SegModelConfig",
+    "SegmentationConfig",
+    "SynDataConfig",
+    "SynModelConfig",
+    "SynthesisConfig",
+    "SyntheticWorldConfig",
+    "from_dict",
+    "load_config",
+    "save_config",
+    "to_dict",
+]

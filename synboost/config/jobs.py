@@ -1,0 +1,200 @@
+"""The schemas of the jobs that compose trained stages: pipeline files, the demo, the ablation, the comparison
+table and the reproduction configs."""
+from __future__ import annotations
+
+import dataclasses
+
+from synboost.config.stages import (
+    DensityConfig,
+    DensityDataConfig,
+    DensityModelConfig,
+    DissimDataConfig,
+    DissimModelConfig,
+    DissimilarityConfig,
+    LoopConfig,
+    OutlierDataConfig,
+    OutlierTrainingConfig,
+    PebalConfig,
+    PebalDataConfig,
+    PebalLossConfig,
+    SegDataConfig,
+    SegModelConfig,
+    SegmentationConfig,
+    SynDataConfig,
+    SynModelConfig,
+    SynthesisConfig,
+    SyntheticWorldConfig,
+)
+
+
+@dataclasses.dataclass
+class PipelineConfig:
+    """A pipeline file (``pipelines/*.yaml``): how trained stages compose into one anomaly detector."""
+
+    method: str = "entropy"  #: msp | maxlogit | entropy | energy | sml | mcdropout | pebal | void | outlier_head |
+    #: dirichlet | synboost | dissimilarity (void, outlier_head, dirichlet: a segmenter of `synboost train outlier`)
+    segmenter: str = ""  #: our segmenter checkpoint (.safetensors); relative paths are relative to the file
+    pebal: str = ""  #: a PEBAL fine-tune of that segmenter (pebal.safetensors), scored as method 'pebal' beside it
+    density: str = ""  #: embedding-density fit of that segmenter (density.safetensors of `synboost fit density`):
+    #: methods knn, nll_single, nll_min, density_logreg from the same forward pass
+    input_size: list[int] = dataclasses.field(default_factory=list)  #: segmenter input (H, W); [] = native
+    batch_size: int = 4
+    device: str = "auto"
+    mc_samples: int = 8  #: passes for mcdropout
+    amp: bool = True  #: bf16 autocast on CUDA (ignored on the CPU)
+    generator: str = ""  #: SynBoost: generator checkpoint (generator.safetensors)
+    dissimilarity: str = ""  #: SynBoost: dissimilarity checkpoint (dissimilarity.safetensors)
+    ensemble: bool = True  #: SynBoost's final fusion: w0 * dissimilarity softmax + w1 * normalised entropy
+    ensemble_weights: list[float] = dataclasses.field(default_factory=lambda: [0.75, 0.25])
+    perceptual_vgg_pretrained: bool = True  #: ImageNet VGG19 for the perceptual difference (local file)
+    perceptual_vgg_path: str = ""
+
+
+@dataclasses.dataclass
+class DemoConfig:
+    """``synboost demo``: the whole job on the embedded synthetic world, on the CPU, in minutes. The three stages
+    are small versions of the real ones (a tiny DeepLabV3+, a narrow SPADE generator, a dissimilarity network at
+    a quarter of the official width), trained from scratch since no ImageNet weights can be assumed offline;
+    synthesis and dissimilarity run at half the segmentation resolution per side (the official ratio is 1/4).
+    PEBAL fine-tunes the same segmenter's head and is scored in the same table."""
+
+    out: str = "runs/demo"
+    world: SyntheticWorldConfig = dataclasses.field(
+        default_factory=lambda: SyntheticWorldConfig(out="runs/demo/world", n=360, height=128, width=256))
+    segmentation: SegmentationConfig = dataclasses.field(default_factory=lambda: SegmentationConfig(
+        out="runs/demo/segmentation",
+        model=SegModelConfig(backbone="tiny", pretrained=False, aspp_dim=64, decoder_dim=64, width=24),
+        data=SegDataConfig(train="synthetic:runs/demo/world@train", val="synthetic:runs/demo/world@val",
+                           crop=[128, 256], scale_min=0.75, scale_max=1.5),
+        train=LoopConfig(epochs=12, batch_size=8, lr=0.05, workers=0, log_every=10),
+    ))
+    synthesis: SynthesisConfig = dataclasses.field(default_factory=lambda: SynthesisConfig(
+        out="runs/demo/synthesis",
+        model=SynModelConfig(ngf=16, num_upsampling=4, z_dim=64, nef=16, encoder_size=128, ndf=32, n_layers_d=3,
+                             spade_hidden=32),
+        data=SynDataConfig(size=[64, 128]),
+        train=LoopConfig(epochs=4, batch_size=4, lr=4e-4, weight_decay=0.0, workers=0, log_every=10),
+        lambda_vgg=0.0, lambda_l1=30.0, lambda_kld=0.005, vgg_pretrained=False, sample_every=100, val_images=16,
+    ))
+    dissimilarity: DissimilarityConfig = dataclasses.field(default_factory=lambda: DissimilarityConfig(
+        out="runs/demo/dissimilarity", perceptual_vgg_pretrained=False,
+        model=DissimModelConfig(width=0.25, vgg_pretrained=False),
+        data=DissimDataConfig(size=[64, 128], variants=2),
+        train=LoopConfig(epochs=8, batch_size=4, lr=5e-4, weight_decay=0.0, workers=0, log_every=20),
+    ))
+    pebal: PebalConfig = dataclasses.field(default_factory=lambda: PebalConfig(
+        out="runs/demo/pebal",
+        loss=PebalLossConfig(m_in=-9.0, m_out=-4.0),
+        # outlier exposure with some of the world's object families only: the test scenes also hold shapes
+        # (stars, rings) and fills (checkerboards, stripes) that PEBAL never saw, as COCO objects differ from
+        # real road anomalies
+        data=PebalDataConfig(outliers="synthetic", mix_ratio=0.5, object_shapes=["blob", "poly", "box"],
+                             object_fills=["solid", "noise", "gradient"], crop=[128, 256], scale_min=0.75,
+                             scale_max=1.5, val_images=0),
+        train=LoopConfig(epochs=6, batch_size=8, lr=1e-3, weight_decay=0.0, workers=0, log_every=10),
+    ))
+    methods: list[str] = dataclasses.field(default_factory=lambda: ["msp", "maxlogit", "entropy", "energy", "sml",
+                                                                    "pebal", "dissimilarity", "synboost"])
+
+
+@dataclasses.dataclass
+class AblationConfig:
+    """``synboost ablate``: the paper's ablation table on the synthetic world. The world, segmenter and generator
+    are those of the base demo config (trained, or reused from its folder); one dissimilarity network is trained
+    per variant on shared anomaly data, and each variant is scored on the held-out anomaly test scenes."""
+
+    out: str = "runs/ablation"
+    base: DemoConfig = dataclasses.field(default_factory=DemoConfig)  #: where world and stages come from
+    variants: list[str] = dataclasses.field(default_factory=lambda: [
+        "full", "no_ensemble", "no_entropy", "no_perceptual", "no_distance", "no_uncertainty_maps",
+        "no_correlation", "no_semantic_encoder", "no_spade", "no_data_generator"])
+
+
+@dataclasses.dataclass
+class ReproduceData:
+    """Where each benchmark lives (``--set data.<kind>=PATH``); None / empty = not part of this run. A value is a
+    folder for that reader kind (``@<split>`` allowed where the kind has splits) or a full ``kind:PATH`` spec."""
+
+    fishyscapes_laf: str | None = None  #: holds fishyscapes/LostAndFound/{original,labels} (SynBoost's layout)
+    fishyscapes_static: str | None = None  #: holds fishyscapes/Static/{original,labels}
+    road_anomaly: str | None = None  #: frames/ (the original release) or original/ + labels/
+    lostandfound: str | None = None  #: leftImg8bit/test + gtCoarse/test (the test split unless @train)
+    smiyc_anomaly: str | None = None  #: holds dataset_AnomalyTrack/images (+ labels_masks for the public frames)
+    smiyc_obstacle: str | None = None  #: holds dataset_ObstacleTrack/images
+
+
+@dataclasses.dataclass
+class ExpectedResult:
+    """One published number set: a method on one dataset (a key of ``data``); metrics in percent."""
+
+    method: str = ""
+    dataset: str = ""
+    ap: float | None = None
+    fpr95: float | None = None
+    auroc: float | None = None
+    siou: float | None = None
+    ppv: float | None = None
+    f1_mean: float | None = None
+    source: str = ""  #: where the number comes from (paper table, leaderboard, issue)
+    verified: bool = True  #: False: quoted from memory or second-hand ([M] in the design notes); check before use
+    hidden: bool = False  #: a hidden test set: ours are on the public frames, so no difference is computed
+    note: str = ""
+
+
+@dataclasses.dataclass
+class ReproduceConfig:
+    """``synboost eval --config configs/reproduce/<table>.yaml``: a paper table re-run with our code: the pipeline,
+    the datasets, the methods, the protocol, and the published numbers printed beside ours."""
+
+    title: str = ""
+    source: str = ""  #: the paper / table reproduced
+    pipeline: str = ""  #: pipeline file (relative to the working directory or the repository)
+    pipeline_overrides: list[str] = dataclasses.field(default_factory=list)  #: e.g. ["device=cpu"]
+    methods: list[str] = dataclasses.field(default_factory=list)  #: [] = the pipeline's method
+    data_root: str = "DIR"  #: placeholder: the folder holding your copies of the benchmarks
+    data: ReproduceData = dataclasses.field(default_factory=ReproduceData)
+    fpr_rule: str = "first_ge"  #: first_ge | first_gt | closest | interp (see synboost.metrics.pixel.FPR_RULES)
+    eval_size: list[int] = dataclasses.field(default_factory=list)  #: (H, W) to score at; [] = the labels' size
+    components: str = ""  #: "" = SMIYC-style datasets only | auto | anomaly | obstacle | off
+    submission: str = ""  #: folder for benchmark submission files ("" = none)
+    formats: list[str] = dataclasses.field(default_factory=list)  #: smiyc / fishyscapes; [] = each dataset's own
+    max_images: int = 0  #: 0 = all
+    out: str = "runs/reproduce"
+    expected: list[ExpectedResult] = dataclasses.field(default_factory=list)
+
+
+def _demo_outlier(method: str, lr: float) -> OutlierTrainingConfig:
+    """A re-training method on the demo's world: the whole tiny segmenter, 6 epochs, on the same outlier families
+    as the demo's PEBAL (Dirichlet at a lower rate: its first KL steps cost a third of the mIoU at 1e-3)."""
+    return OutlierTrainingConfig(
+        out=f"runs/compare/outlier-{method}", method=method,
+        data=OutlierDataConfig(outliers="synthetic", mix_ratio=0.5, object_shapes=["blob", "poly", "box"],
+                               object_fills=["solid", "noise", "gradient"], crop=[128, 256], scale_min=0.75,
+                               scale_max=1.5, val_images=0),
+        train=LoopConfig(epochs=6, batch_size=8, lr=lr, weight_decay=0.0, workers=0, log_every=10))
+
+
+@dataclasses.dataclass
+class CompareConfig:
+    """``synboost compare --config``: every method of the comparison tables on the synthetic world, in one table.
+    The world and the demo's stages come from ``base`` (trained, or reused from its folder); the Image Resynthesis
+    network and the density fit are made here."""
+
+    out: str = "runs/compare"
+    base: DemoConfig = dataclasses.field(default_factory=DemoConfig)
+    density: DensityConfig = dataclasses.field(default_factory=lambda: DensityConfig(
+        model=DensityModelConfig(single_layer="bot_fine", knn_layer="bot_fine", bank_size=20000),
+        data=DensityDataConfig(outliers="synthetic", object_shapes=["blob", "poly", "box"],
+                               object_fills=["solid", "noise", "gradient"], mix_images=200),
+        batch_size=8, workers=0))
+    #: the re-training methods' configs (OoD training with a void class, outlier head, Dirichlet DeepLab), each
+    #: from the demo's segmenter on the demo's world (segmenter, data and out paths are set by the command)
+    outlier: dict[str, OutlierTrainingConfig] = dataclasses.field(default_factory=lambda: {
+        m: _demo_outlier(m, lr) for m, lr in (("void", 1e-3), ("outlier_head", 1e-3), ("dirichlet", 3e-4))})
+    outlier_methods: list[str] = dataclasses.field(default_factory=lambda: ["void", "outlier_head", "dirichlet"])
+    #: methods scored from the SynBoost pipeline's segmenter pass (post-hoc, MC dropout, density)
+    main_methods: list[str] = dataclasses.field(default_factory=lambda: [
+        "msp", "maxlogit", "entropy", "energy", "sml", "mcdropout", "knn", "nll_single", "nll_min",
+        "density_logreg"])
+    rows: list[str] = dataclasses.field(default_factory=list)  #: more rows, [LABEL=]PIPELINE[:METHOD,...]
+    data: list[str] = dataclasses.field(default_factory=list)  #: dataset specs; [] = the world's anomaly test
