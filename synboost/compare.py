@@ -182,7 +182,8 @@ def prepare_methods(cfg, resume: bool = True) -> list[Row]:
 
     base, out = cfg.base, Path(cfg.out)
     _place(base)
-    prepare_stages(base, resume)
+    _, ran = prepare_stages(base, resume)
+    resume = resume and not ran  # a stage made here is reused only while the demo's stages it builds on are
     seg = str(Path(base.dissimilarity.segmenter).resolve())
     gen = str(Path(base.dissimilarity.generator).resolve())
     dis = str((Path(base.dissimilarity.out) / "dissimilarity.safetensors").resolve())
@@ -191,6 +192,7 @@ def prepare_methods(cfg, resume: bool = True) -> list[Row]:
     res = copy.deepcopy(base.dissimilarity)
     res.out = str(out / "resynthesis")
     res.model.priors, res.model.spade, res.data.void_anomalies = [], "none", False
+    res.train.epochs = cfg.resynthesis_epochs or res.train.epochs
     print(f"Image Resynthesis: dissimilarity network without priors and SPADE, {res.train.epochs} epochs")
     if not (resume and _stage_done(res, "dissimilarity.safetensors")):
         train_dissimilarity(res, resume=resume)

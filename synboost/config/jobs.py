@@ -182,6 +182,7 @@ class CompareConfig:
 
     out: str = "runs/compare"
     base: DemoConfig = dataclasses.field(default_factory=DemoConfig)
+    resynthesis_epochs: int = 0  #: epochs of the Image Resynthesis network; 0 = as many as SynBoost's (base)
     density: DensityConfig = dataclasses.field(default_factory=lambda: DensityConfig(
         model=DensityModelConfig(single_layer="bot_fine", knn_layer="bot_fine", bank_size=20000),
         data=DensityDataConfig(outliers="synthetic", object_shapes=["blob", "poly", "box"],
