@@ -188,7 +188,8 @@ def _stage_times(det, images, dev) -> dict:
         out[name] = out.get(name, 0.0) + 1000 * (time.perf_counter() - t0)
         return r
     with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=det.amp and dev.type == "cuda"):
-        batch = t("decode+upload", lambda: images_to_batch(images, dev))
+        batch = t("decode+upload", lambda: images_to_batch(images, dev).contiguous(
+            memory_format=torch.channels_last if det.channels_last else torch.contiguous_format))
         logits = t("segmentation", lambda: det.model(batch))
         ent, dist, lab = t("uncertainty maps", lambda: (scores.synboost_entropy(logits),
                                                         scores.synboost_distance(logits), logits.argmax(1)))
@@ -204,7 +205,7 @@ def _stage_times(det, images, dev) -> dict:
 
 def run_pipeline_benchmark(out_json: str | None = None, quick: bool = False, device: str = "auto",
                            size: tuple[int, int] = (512, 1024), batch: int = 8, images: int = 16) -> list[dict]:
-    """End-to-end SynBoost images/s at ``size``: the batched detector (fp32, and bf16 on CUDA) against the
+    """End-to-end SynBoost images/s at ``size``: the batched detector (fp32 and channels_last; bf16 on CUDA) against the
     official-style per-image loop, in the same process on the same random-initialised networks; per-stage ms."""
     import numpy as np
 
@@ -231,8 +232,9 @@ def run_pipeline_benchmark(out_json: str | None = None, quick: bool = False, dev
     loop_s = (time.perf_counter() - t0) / n_loop
     rows.append({"variant": "official-style per-image loop (fp32, CPU round trips)", "batch": 1,
                  "images_per_s": 1 / loop_s, "ms_per_image": 1000 * loop_s})
-    for amp in ((False, True) if cuda else (False,)):
+    for amp, cl in ([(False, False), (True, False), (True, True)] if cuda else [(False, False), (False, True)]):
         det.amp, det.batch_size = amp, batch
+        det.set_channels_last(cl)
         det(imgs[:batch])  # warm-up
         if cuda:
             torch.cuda.synchronize()
@@ -241,7 +243,8 @@ def run_pipeline_benchmark(out_json: str | None = None, quick: bool = False, dev
         if cuda:
             torch.cuda.synchronize()
         s = (time.perf_counter() - t0) / len(imgs)
-        row = {"variant": f"batched detector ({'bf16' if amp else 'fp32'})", "batch": batch, "images_per_s": 1 / s,
+        row = {"variant": f"batched detector ({'bf16' if amp else 'fp32'}{', channels_last' if cl else ''})",
+               "batch": batch, "images_per_s": 1 / s,
                "ms_per_image": 1000 * s, "speedup_vs_loop": loop_s / s}
         row.update({f"ms {k}": v for k, v in _stage_times(det, imgs[:batch], dev).items()})
         rows.append(row)

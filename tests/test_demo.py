@@ -53,7 +53,7 @@ def test_compare_table_in_one_command_reuses_the_demo(demo_out, tmp_path):
     out, summary = demo_out
     cfg = load_config(CompareConfig, "configs/compare/synthetic.yaml", [
         f"out={tmp_path / 'compare'}", f"base.out={out}", *(f"base.{o}" for o in DEMO), "resynthesis_epochs=1",
-        "density.bank_size=4000", "density.data.mix_images=40", "outlier_methods=[void]",
+        "density.model.bank_size=4000", "density.data.mix_images=40", "outlier_methods=[void]",
         "outlier.void.train.epochs=2", "outlier.void.train.steps_per_epoch=12"])
     table = run_compare(cfg)
     rows = {r["label"]: r for r in table["rows"]}

@@ -42,6 +42,7 @@ class PipelineConfig:
     device: str = "auto"
     mc_samples: int = 8  #: passes for mcdropout
     amp: bool = True  #: bf16 autocast on CUDA (ignored on the CPU)
+    channels_last: bool = False  #: NHWC networks and batches (faster convolutions on CUDA; see BENCHMARKS.md)
     generator: str = ""  #: SynBoost: generator checkpoint (generator.safetensors)
     dissimilarity: str = ""  #: SynBoost: dissimilarity checkpoint (dissimilarity.safetensors)
     ensemble: bool = True  #: SynBoost's final fusion: w0 * dissimilarity softmax + w1 * normalised entropy
