@@ -221,7 +221,8 @@ def cmd_bench(a) -> None:
     elif a.what == "pipeline":
         from synboost.bench import run_pipeline_benchmark
 
-        run_pipeline_benchmark(out_json=a.out or "benchmarks/results/pipeline.json", quick=a.quick)
+        run_pipeline_benchmark(out_json=a.out or "benchmarks/results/pipeline.json", quick=a.quick, device=a.device,
+                               size=tuple(a.size) if a.size else None, backbone=a.backbone)
 
 
 def cmd_compare(a) -> None:
@@ -389,6 +390,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--sizes", help="metrics: pixel counts, e.g. 20e6,200e6")
     b.add_argument("--out")
     b.add_argument("--quick", action="store_true")
+    b.add_argument("--device", default="auto", help="pipeline: auto | cpu | cuda")
+    b.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
+                   help="pipeline: input size (default 1024 2048 on CUDA, 512 1024 on the CPU)")
+    b.add_argument("--backbone", help="pipeline: segmenter trunk (default wrn38 on CUDA, resnet101 on the CPU)")
     b.set_defaults(fn=cmd_bench)
     return p
 

@@ -96,3 +96,18 @@ def test_synthesize_and_mc_dropout(tiny_world, tmp_path):
     a, b = det([img])[0]["anomaly"], PosthocDetector(seg, "entropy")([img])[0]["anomaly"]
     assert a.shape == b.shape == (64, 128) and np.abs(a - b * np.log(19)).mean() > 1e-3
     assert not any(mod.training for mod in seg.modules())  # dropout switched back off afterwards
+
+
+def test_bench_pipeline_quick_writes_every_variant(tmp_path):
+    """`synboost bench pipeline --quick` runs the official-style loop and the detector (NCHW and channels_last) on
+    the same networks and writes one JSON row per variant with its per-stage times (no speed is asserted)."""
+
+
+    out = tmp_path / "p.json"
+    assert main(["bench", "pipeline", "--quick", "--device", "cpu", "--out", str(out)]) == 0
+    d = json.loads(out.read_text())
+    variants = [r["variant"] for r in d["rows"]]
+    assert variants[0].startswith("official-style") and "batched detector (fp32, channels_last)" in variants
+    assert d["segmenter"] == "tiny" and d["size"] == [128, 256]
+    for r in d["rows"][1:]:
+        assert r["speedup_vs_loop"] > 0 and {"ms segmentation", "ms synthesis", "ms dissimilarity"} <= set(r)
