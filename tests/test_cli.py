@@ -101,8 +101,6 @@ def test_synthesize_and_mc_dropout(tiny_world, tmp_path):
 def test_bench_pipeline_quick_writes_every_variant(tmp_path):
     """`synboost bench pipeline --quick` runs the official-style loop and the detector (NCHW and channels_last) on
     the same networks and writes one JSON row per variant with its per-stage times (no speed is asserted)."""
-
-
     out = tmp_path / "p.json"
     assert main(["bench", "pipeline", "--quick", "--device", "cpu", "--out", str(out)]) == 0
     d = json.loads(out.read_text())
