@@ -213,11 +213,11 @@ def cmd_bench(a) -> None:
     elif a.what == "segmenter":
         from synboost.bench import run_segmenter_benchmark
 
-        run_segmenter_benchmark(out_json=a.out or "benchmarks/results/segmenter.json", quick=a.quick)
+        run_segmenter_benchmark(out_json=a.out or "benchmarks/results/segmenter.json", quick=a.quick, device=a.device)
     elif a.what == "synthesis":
         from synboost.bench import run_synthesis_benchmark
 
-        run_synthesis_benchmark(out_json=a.out or "benchmarks/results/synthesis.json", quick=a.quick)
+        run_synthesis_benchmark(out_json=a.out or "benchmarks/results/synthesis.json", quick=a.quick, device=a.device)
     elif a.what == "pipeline":
         from synboost.bench import run_pipeline_benchmark
 
@@ -262,8 +262,10 @@ def cmd_weights(a) -> None:
         for name in a.names:
             print(f"{name}: {registry.download(m, name, a.url)}")
     elif a.what == "import":
+        from synboost.importers import IMPORTERS
+
         for name in a.names:
-            out = registry.import_weights(m, name, a.src, a.out)
+            out = registry.import_weights(m, name, IMPORTERS, a.src, a.out)
             print(f"{name}: {out} (name it in a pipeline file as '{name}')")
 
 
@@ -390,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--sizes", help="metrics: pixel counts, e.g. 20e6,200e6")
     b.add_argument("--out")
     b.add_argument("--quick", action="store_true")
-    b.add_argument("--device", default="auto", help="pipeline: auto | cpu | cuda")
+    b.add_argument("--device", default="auto", help="segmenter, synthesis, pipeline: auto | cpu | cuda")
     b.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
                    help="pipeline: input size (default 1024 2048 on CUDA, 512 1024 on the CPU)")
     b.add_argument("--backbone", help="pipeline: segmenter trunk (default wrn38 on CUDA, resnet101 on the CPU)")

@@ -105,7 +105,7 @@ def load_generator(path: str | os.PathLike, device: torch.device | str = "cpu") 
 
     sd, meta = load_model(path, expect_kind="generator")
     arch = meta.get("architecture", "spade")
-    if arch == "ccfpse":  # the official SynBoost synthesis net (synboost.hub.import_generator.import_ccfpse)
+    if arch == "ccfpse":  # the official SynBoost synthesis net (synboost.importers.ccfpse.import_ccfpse)
         try:
             gen = create_model("ccfpse_generator", **meta["model"], out_size=tuple(meta["size"]))
         except (TypeError, ValueError) as e:

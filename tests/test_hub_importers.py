@@ -18,7 +18,7 @@ import torch
 
 from synboost.errors import CheckpointError
 from synboost.hub.checkpoint import read_meta
-from synboost.hub.importers import IMPORTERS, import_dissimilarity, import_pebal, import_segmenter
+from synboost.importers.official import IMPORTERS, import_dissimilarity, import_pebal, import_segmenter
 from synboost.models import create_model
 
 DESIGN = Path(__file__).resolve().parents[2] / "shared" / "design"
@@ -261,7 +261,7 @@ def test_wrong_files_give_one_clear_line(tmp_path):
     assert "\n" not in msg and msg.startswith(str(seg_like))
     assert "best_net_baseline_void_prior_spadedecoder_mult_3.pth" in msg
     assert "the NVIDIA 19-class segmenter (importer 'segmenter')" in msg
-    assert re.search(r"missing 116 keys: vgg_encoder\.layer1\.0\.weight", msg)
+    assert re.search(r"missing 116 of \d+ keys: vgg_encoder\.layer1\.0\.weight", msg)
     assert "unexpected 2 keys: mod1.conv1.weight, final.6.weight" in msg
     with pytest.raises(CheckpointError, match="unknown dissimilarity variant 'light'"):
         import_dissimilarity(seg_like, tmp_path / "x.safetensors", "light")
@@ -280,7 +280,7 @@ def test_dissimilarity_file_given_to_the_segmenter_importer(tmp_path):
     assert "\n" not in msg and msg.startswith(str(src))
     assert "expected NVIDIA's DeepWV3Plus" in msg
     assert "a SynBoost dissimilarity checkpoint (importer 'dissimilarity-main')" in msg
-    assert re.search(r"missing \d+ keys: trunk\.mod1\.conv1\.weight", msg) and "unexpected 116 keys" in msg
+    assert re.search(r"missing \d+ of \d+ keys: trunk\.mod1\.conv1\.weight", msg) and "unexpected 116 keys" in msg
     assert not (tmp_path / "seg.safetensors").exists()
 
 

@@ -12,6 +12,7 @@ import torch
 import yaml
 
 from synboost.errors import CheckpointError, ConfigError
+from synboost.importers import IMPORTERS
 from synboost.hub import registry
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
@@ -138,19 +139,19 @@ def test_import_through_the_manifest_and_pipelines_name_it(tmp_path, monkeypatch
     torch.save(net.state_dict(), tmp_path / "w" / e.file)  # the official file is a bare state_dict
     with pytest.raises(CheckpointError, match="not imported yet: run `synboost weights import synboost-dissim-baseline`"):
         _checkpoint("synboost-dissim-baseline", "dissimilarity", "dissimilarity", None)
-    out = registry.import_weights(m, "synboost-dissim-baseline")
+    out = registry.import_weights(m, "synboost-dissim-baseline", IMPORTERS)
     assert out == tmp_path / "w" / "synboost-dissim-baseline.safetensors"
     assert _checkpoint("synboost-dissim-baseline", "dissimilarity", "dissimilarity", None) == str(out)
     rows = {r["name"]: r for r in registry.status(m)}
     assert rows["synboost-dissim-baseline"]["present"] and rows["synboost-dissim-baseline"]["imported"]
     assert not rows["synboost-segmenter"]["present"]
     with pytest.raises(CheckpointError, match="cityscapes_best.pth there, or run `synboost weights download"):
-        registry.import_weights(m, "synboost-segmenter")
+        registry.import_weights(m, "synboost-segmenter", IMPORTERS)
 
 
 def test_the_shipped_manifest_is_consistent():
     m = registry.load_manifest(Path(__file__).resolve().parents[1] / "weights" / "manifest.yaml")
-    importers = registry._importers()
+    importers = IMPORTERS
     for e in m.weights.values():
         assert e.url or e.archive, e.name
         if e.importer:

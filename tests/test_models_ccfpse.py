@@ -7,7 +7,7 @@ import torch
 from synboost.data.labels import TRAIN_ID_TO_ID
 from synboost.errors import CheckpointError
 from synboost.hub.checkpoint import read_meta, save_model
-from synboost.hub.import_generator import import_ccfpse
+from synboost.importers.ccfpse import import_ccfpse
 from synboost.models import create_model, list_models
 from synboost.models.ccfpse import CCFPSEGenerator, label_id_input
 from synboost.models.generator import generator_input, resynthesize

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 from safetensors import SafetensorError
@@ -78,24 +78,33 @@ def load_state(path: str | os.PathLike) -> dict[str, Any]:
     return load_foreign(path)
 
 
+def few(xs: Sequence[str], n: int = 6) -> str:
+    """The first ``n`` items, comma-separated, and how many more."""
+    return ", ".join(xs[:n]) + (f" (+{len(xs) - n} more)" if len(xs) > n else "")
+
+
+def key_mismatch(state_dict: Mapping[str, torch.Tensor], expected: Mapping[str, Sequence[int]]) -> str:
+    """'' when ``state_dict`` holds exactly the keys and shapes of ``expected`` (key -> shape); otherwise one
+    clause naming a few missing, unexpected and misshapen keys, for the one-line error of a strict load."""
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    shapes = [f"{k} {tuple(state_dict[k].shape)} vs model {tuple(expected[k])}"
+              for k in expected if k in state_dict and tuple(state_dict[k].shape) != tuple(expected[k])]
+    parts = []
+    if missing:
+        parts.append(f"missing {len(missing)} of {len(expected)} keys: {few(missing)}")
+    if unexpected:
+        parts.append(f"unexpected {len(unexpected)} keys: {few(unexpected)}")
+    if shapes:
+        parts.append(f"{len(shapes)} shape mismatches: {few(shapes, 3)}")
+    return "; ".join(parts)
+
+
 def load_into(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
     """``load_state_dict(strict=True)`` with one readable error listing the mismatched keys and shapes."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
-    shapes = [f"{k} {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in own if k in state_dict and tuple(own[k].shape) != tuple(state_dict[k].shape)]
-    if missing or unexpected or shapes:
-        def few(xs):
-            return ", ".join(xs[:6]) + (f" (+{len(xs) - 6} more)" if len(xs) > 6 else "")
-        parts = []
-        if missing:
-            parts.append(f"missing {len(missing)} keys: {few(missing)}")
-        if unexpected:
-            parts.append(f"unexpected {len(unexpected)} keys: {few(unexpected)}")
-        if shapes:
-            parts.append(f"{len(shapes)} shape mismatches: {few(shapes)}")
-        raise CheckpointError(f"{source}: does not fit this model ({'; '.join(parts)}); is it a checkpoint of "
+    problem = key_mismatch(state_dict, {k: v.shape for k, v in model.state_dict().items()})
+    if problem:
+        raise CheckpointError(f"{source}: does not fit this model ({problem}); is it a checkpoint of "
                               "another architecture or class count?")
     model.load_state_dict(state_dict, strict=True)
 

@@ -14,7 +14,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import yaml
 
@@ -231,17 +231,12 @@ def download(m: Manifest, name: str, url: str | None = None, progress: bool = Tr
 # ------------------------------------------------------------------------------------------------ import
 
 
-def _importers() -> dict[str, Callable[..., Path]]:
-    from synboost.hub.import_generator import import_ccfpse
-    from synboost.hub.importers import IMPORTERS
-
-    return {**IMPORTERS, "ccfpse": import_ccfpse}
-
-
-def import_weights(m: Manifest, name: str, src: str | os.PathLike | None = None,
-                   dst: str | os.PathLike | None = None, companion_src: str | os.PathLike | None = None) -> Path:
+def import_weights(m: Manifest, name: str, importers: Mapping[str, Callable[..., Path]],
+                   src: str | os.PathLike | None = None, dst: str | os.PathLike | None = None,
+                   companion_src: str | os.PathLike | None = None) -> Path:
     """Convert an entry's official file (``src``, default where the manifest expects it) into our format at
-    ``dst`` (default ``<weights>/<name>.safetensors``)."""
+    ``dst`` (default ``<weights>/<name>.safetensors``) with ``importers[entry.importer]``
+    (:data:`synboost.importers.IMPORTERS`: passed in, since the importers build models and ``hub/`` does not)."""
     e = m.get(name)
     if not e.importer:
         raise ConfigError(f"'{name}' needs no import (it is read as it is)")
@@ -249,7 +244,9 @@ def import_weights(m: Manifest, name: str, src: str | os.PathLike | None = None,
     if not src_p.is_file():
         raise CheckpointError(f"{src_p}: not found; put {e.file} there, or run `synboost weights download {name}`")
     out = Path(dst) if dst else imported_path(name)
-    fn = _importers()[e.importer]
+    if e.importer not in importers:
+        raise ConfigError(f"'{name}': unknown importer '{e.importer}' (known: {', '.join(sorted(importers))})")
+    fn = importers[e.importer]
     if e.importer == "ccfpse":
         comp = Path(companion_src) if companion_src else raw_path(m.get(e.companion)) if e.companion else None
         return fn(src_p, comp if comp is not None and comp.is_file() else None, out)

@@ -7,7 +7,7 @@ stride 2, as in NVIDIA's DeepWV3Plus.
 * ``mobilenet_v3_large``: torchvision's, dilated last stage (stride 16).
 * ``wrn38``: NVIDIA's WideResNet38-A2, the trunk of the official SynBoost / PEBAL segmenter, with the module
   names of the official checkpoint (``mod1`` .. ``mod7``; ``pool2``/``pool3`` carry no parameters), so the
-  importer (``synboost.hub.importers``) is a prefix renaming.
+  importer (``synboost.importers.official``) is a prefix renaming.
 * ``tiny``: a small residual net (~0.3 M parameters) for CPU training on the synthetic world and for tests.
 """
 from __future__ import annotations
@@ -165,7 +165,7 @@ class WideResNet38Trunk(Trunk):
     Normalisation is plain ``BatchNorm2d`` (the official ``mynn.Norm2d`` resolves to it at inference; apex's
     SyncBatchNorm, its training-time option, has the same parameters and buffers). ``imagenet_weights`` is None:
     torchvision has no WideResNet38, and NVIDIA's ImageNet file (``wider_resnet38.pth.tar``) is not imported
-    here; this trunk is meant for the official Cityscapes checkpoints (``synboost.hub.importers``).
+    here; this trunk is meant for the official Cityscapes checkpoints (``synboost.importers.official``).
     """
 
     STRUCTURE = (3, 3, 6, 3, 1, 1)

@@ -19,13 +19,10 @@ from typing import Any, Mapping
 import torch
 
 from synboost.errors import CheckpointError
-from synboost.hub.checkpoint import load_foreign, load_into, save_model
+from synboost.hub.checkpoint import few, key_mismatch, load_foreign, load_into, save_model
+from synboost.models import create_model
 
 RELEASED_SIZE = (256, 512)
-
-
-def _few(xs: list[str], n: int = 4) -> str:
-    return ", ".join(xs[:n]) + (f" (+{len(xs) - n} more)" if len(xs) > n else "")
 
 
 def _state_dict(path: str | os.PathLike, what: str) -> dict[str, torch.Tensor]:
@@ -33,7 +30,7 @@ def _state_dict(path: str | os.PathLike, what: str) -> dict[str, torch.Tensor]:
     if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{path}: expected {what} (a bare state_dict of tensors, as torch.save(net.state_dict()) "
                               f"writes it), got a {type(obj).__name__}"
-                              + (f" with keys {_few([str(k) for k in obj])}" if isinstance(obj, Mapping) else ""))
+                              + (f" with keys {few([str(k) for k in obj], 4)}" if isinstance(obj, Mapping) else ""))
     sd = {str(k): v for k, v in obj.items()}
     if all(k.startswith("module.") for k in sd):
         sd = {k[len("module."):]: v for k, v in sd.items()}
@@ -42,25 +39,15 @@ def _state_dict(path: str | os.PathLike, what: str) -> dict[str, torch.Tensor]:
 
 def _check(sd: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Size], path, what: str) -> None:
     """One line naming the file, what was expected and a few missing / unexpected / misshapen keys."""
-    missing = [k for k in expected if k not in sd]
-    unexpected = [k for k in sd if k not in expected]
-    shapes = [f"{k} {tuple(sd[k].shape)} vs {tuple(expected[k])}" for k in expected
-              if k in sd and tuple(sd[k].shape) != tuple(expected[k])]
-    if not (missing or unexpected or shapes):
+    problem = key_mismatch(sd, expected)
+    if not problem:
         return
-    parts = []
-    if missing:
-        parts.append(f"missing {len(missing)} of {len(expected)} keys: {_few(missing)}")
-    if unexpected:
-        parts.append(f"unexpected {len(unexpected)} keys: {_few(unexpected)}")
-    if shapes:
-        parts.append(f"{len(shapes)} shape mismatches: {_few(shapes, 3)}")
     hint = ""
     if "fc_mu.weight" in sd and "fc_mu.weight" not in expected:
         hint = " (it looks like the encoder file latest_net_E.pth)"
     elif "conv_img.weight" in sd and "conv_img.weight" not in expected:
         hint = " (it looks like the generator file latest_net_G.pth)"
-    raise CheckpointError(f"{path}: is not {what}{hint}: {'; '.join(parts)}")
+    raise CheckpointError(f"{path}: is not {what}{hint}: {problem}")
 
 
 def ccfpse_config(g_sd: Mapping[str, torch.Tensor]) -> dict[str, Any]:
@@ -79,7 +66,6 @@ def import_ccfpse(g_src: str | os.PathLike, e_src: str | os.PathLike | None, dst
                   size: tuple[int, int] = RELEASED_SIZE) -> Path:
     """Official ``latest_net_G.pth`` (+ optional ``latest_net_E.pth``) -> ``dst`` (our safetensors generator
     checkpoint, loadable with ``synboost.networks.load_generator``). Returns ``dst``."""
-    from synboost.models import create_model  # the one place hub/ builds a model: importers check strictly
 
     g_sd = _state_dict(g_src, "the CC-FPSE generator latest_net_G.pth")
     e_sd = _state_dict(e_src, "the CC-FPSE encoder latest_net_E.pth") if e_src is not None else None

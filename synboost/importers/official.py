@@ -39,8 +39,11 @@ from typing import Any, Callable, Mapping
 
 import torch
 
+from synboost.config import DissimModelConfig, SegModelConfig, to_dict
+from synboost.data.labels import CLASS_NAMES
 from synboost.errors import CheckpointError
 from synboost.hub.checkpoint import load_foreign, load_into, save_model
+from synboost.models import create_model
 
 SEGMENTER_EXPECT = "NVIDIA's DeepWV3Plus WideResNet38 Cityscapes checkpoint (SynBoost's cityscapes_best.pth)"
 PEBAL_EXPECT = "PEBAL's DeepWV3Plus checkpoint with 20 outputs (best_ad_ckpt.pth)"
@@ -102,10 +105,6 @@ def import_dissimilarity(src: str | os.PathLike, dst: str | os.PathLike, variant
     ``variant``: ``main`` = ``best_net_baseline_void_prior_spadedecoder_mult_3.pth`` (priors entropy, perceptual
     difference, distance; SPADE decoder), ``baseline`` = ``best_net_baseline_mult_3.pth`` (no priors, plain
     decoder)."""
-    from synboost.config import DissimModelConfig, to_dict
-    from synboost.data.labels import CLASS_NAMES
-    from synboost.models import create_model
-
     if variant not in DISSIM_VARIANTS:
         raise CheckpointError(f"unknown dissimilarity variant '{variant}'; choose from {', '.join(DISSIM_VARIANTS)}")
     v = DISSIM_VARIANTS[variant]
@@ -125,10 +124,6 @@ def import_dissimilarity(src: str | os.PathLike, dst: str | os.PathLike, variant
 
 
 def _import_segmenter(src, dst, *, abstention: bool, importer: str, expect: str, strip: tuple[str, ...]) -> Path:
-    from synboost.config import SegModelConfig, to_dict
-    from synboost.data.labels import CLASS_NAMES
-    from synboost.models import create_model
-
     src = Path(src)
     raw = _state_dict(_read(src, expect), src, expect, strip)
     sd = {segmenter_key(k): v for k, v in raw.items() if not k.startswith(SEGMENTER_SKIPPED)}
