@@ -3,42 +3,14 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import synboost_pipe
 from synboost import scores
-from synboost.config import DissimModelConfig, SegModelConfig, SynModelConfig, to_dict
 from synboost.errors import CheckpointError
-from synboost.hub.checkpoint import save_model
-from synboost.networks import build_dissimilarity, build_generator
-from synboost.pipeline import load_pipeline, resize_maps, write_pipeline_file
-from synboost.models import create_model
-
-
-@pytest.fixture(scope="module")
-def stages(tmp_path_factory):
-    """Randomly initialised small stages saved as checkpoints, as training would write them."""
-    d = tmp_path_factory.mktemp("stages")
-    torch.manual_seed(0)
-    sm = SegModelConfig(backbone="tiny", pretrained=False, aspp_dim=16, decoder_dim=16, width=8)
-    seg = create_model("deeplabv3plus", backbone="tiny", aspp_dim=16, decoder_dim=16, width=8)
-    save_model(d / "seg.safetensors", seg.state_dict(), {"kind": "segmenter", "model": to_dict(sm)})
-    gm = SynModelConfig(ngf=8, num_upsampling=4, z_dim=16, nef=8, encoder_size=128, spade_hidden=16)
-    gen = build_generator(gm, [32, 64])
-    save_model(d / "gen.safetensors", gen.state_dict(), {"kind": "generator", "model": to_dict(gm), "size": [32, 64]})
-    dm = DissimModelConfig(width=0.125, vgg_pretrained=False)
-    dis = build_dissimilarity(dm)
-    save_model(d / "dis.safetensors", dis.state_dict(), {"kind": "dissimilarity", "model": to_dict(dm),
-                                                        "size": [32, 64], "priors": list(dm.priors)})
-    return d
-
-
-def _pipe(stages, tmp_path, **kw):
-    fields = dict(method="synboost", segmenter=str(stages / "seg.safetensors"), generator=str(stages / "gen.safetensors"),
-                  dissimilarity=str(stages / "dis.safetensors"), perceptual_vgg_pretrained=False, device="cpu")
-    fields.update(kw)
-    return load_pipeline(write_pipeline_file(tmp_path / "p.yaml", **fields))
+from synboost.pipeline import resize_maps
 
 
 def test_maps_at_input_size_for_any_image_size(stages, tmp_path):
-    det = _pipe(stages, tmp_path)
+    det = synboost_pipe(stages, tmp_path)
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 255, (h, w, 3), dtype=np.uint8) for h, w in [(64, 128), (50, 90), (64, 128)]]
     out = det(images)
@@ -52,9 +24,9 @@ def test_maps_at_input_size_for_any_image_size(stages, tmp_path):
 def test_ensemble_is_the_weighted_sum_with_the_normalised_entropy(stages, tmp_path):
     rng = np.random.default_rng(1)
     image = rng.integers(0, 255, (64, 128, 3), dtype=np.uint8)
-    only_dis = _pipe(stages, tmp_path, ensemble_weights=[1.0, 0.0]).score_all([image])[0]
+    only_dis = synboost_pipe(stages, tmp_path, ensemble_weights=[1.0, 0.0]).score_all([image])[0]
     np.testing.assert_allclose(only_dis["synboost"], only_dis["dissimilarity"], atol=1e-6)
-    det = _pipe(stages, tmp_path, ensemble_weights=[0.0, 1.0])
+    det = synboost_pipe(stages, tmp_path, ensemble_weights=[0.0, 1.0])
     only_ent = det.score_all([image])[0]["synboost"]
     # independently: the official entropy map of the segmenter's logits, at the dissimilarity size, then back up
     from synboost.pipeline import images_to_batch
@@ -64,22 +36,22 @@ def test_ensemble_is_the_weighted_sum_with_the_normalised_entropy(stages, tmp_pa
     ent = resize_maps((32, 64), None, [scores.synboost_entropy(logits)])[0]
     ent = torch.nn.functional.interpolate(ent[:, None], size=(64, 128), mode="bilinear", align_corners=False)[0, 0]
     np.testing.assert_allclose(only_ent, ent.numpy(), atol=1e-5)
-    no_ens = _pipe(stages, tmp_path, ensemble=False).score_all([image])[0]
+    no_ens = synboost_pipe(stages, tmp_path, ensemble=False).score_all([image])[0]
     np.testing.assert_allclose(no_ens["synboost"], no_ens["dissimilarity"], atol=1e-6)
 
 
 def test_deterministic(stages, tmp_path):
     image = np.random.default_rng(2).integers(0, 255, (64, 128, 3), dtype=np.uint8)
-    det = _pipe(stages, tmp_path)
+    det = synboost_pipe(stages, tmp_path)
     a, b = det([image])[0]["anomaly"], det([image])[0]["anomaly"]
     assert np.array_equal(a, b)
 
 
 def test_missing_stage_checkpoint_names_the_file_and_the_verb(stages, tmp_path):
     with pytest.raises(CheckpointError, match=r"nope.safetensors: generator checkpoint not found .*train synthesis"):
-        _pipe(stages, tmp_path, generator=str(tmp_path / "nope.safetensors"))
+        synboost_pipe(stages, tmp_path, generator=str(tmp_path / "nope.safetensors"))
     with pytest.raises(CheckpointError, match="is a 'segmenter' checkpoint, expected 'dissimilarity'"):
-        _pipe(stages, tmp_path, dissimilarity=str(stages / "seg.safetensors"))
+        synboost_pipe(stages, tmp_path, dissimilarity=str(stages / "seg.safetensors"))
 
 
 def test_random_perceptual_vgg_is_the_same_in_every_process():
@@ -106,8 +78,8 @@ def test_channels_last_gives_the_same_maps(stages, tmp_path):
     maps as the NCHW path, up to float rounding."""
     rng = np.random.default_rng(3)
     images = [rng.integers(0, 255, (64, 128, 3), dtype=np.uint8) for _ in range(2)]
-    ref = _pipe(stages, tmp_path).score_all(images)
-    det = _pipe(stages, tmp_path, channels_last=True)
+    ref = synboost_pipe(stages, tmp_path).score_all(images)
+    det = synboost_pipe(stages, tmp_path, channels_last=True)
     for net in (det.model, det.generator, det.dissim, det.vgg19):
         convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d) and m.weight.dim() == 4
                  and m.weight.shape[-1] > 1]
