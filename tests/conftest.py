@@ -70,3 +70,26 @@ def synboost_pipe(stages, tmp_path, **kw):
                   dissimilarity=str(stages / "dis.safetensors"), perceptual_vgg_pretrained=False, device="cpu")
     fields.update(kw)
     return load_pipeline(write_pipeline_file(tmp_path / "p.yaml", **fields))
+
+
+def torchrun_cli(argv, port: int, nproc: int = 2, timeout: int = 300):
+    """``synboost <argv>`` under torchrun with ``nproc`` gloo processes on the CPU (one thread each); fails the
+    test with the end of stderr unless it exits 0."""
+    import os
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
+                        "--master_port", str(port), "-m", "synboost.cli", *map(str, argv)],
+                       capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=timeout)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r
+
+
+def logged_steps(out) -> list[int]:
+    """The step numbers of a run's ``train_log.jsonl`` (under DDP rank 0 alone writes it)."""
+    import json
+    from pathlib import Path
+
+    rows = [json.loads(x) for x in (Path(out) / "train_log.jsonl").read_text().splitlines()]
+    return [x["step"] for x in rows if "step" in x]

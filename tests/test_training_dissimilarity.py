@@ -1,12 +1,10 @@
 """The dissimilarity stage's training under torchrun: 2 gloo processes, rank 0 alone logs and writes."""
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 
+from conftest import logged_steps, torchrun_cli
 from synboost.config import SynModelConfig, to_dict
 from synboost.hub.checkpoint import load_model, save_model
 from synboost.networks import build_generator
@@ -26,13 +24,8 @@ def test_ddp_two_cpu_processes(tiny_world, tiny_segmenter, tmp_path):
         "perceptual_vgg_pretrained: false\nmodel: {width: 0.125, vgg_pretrained: false}\n"
         f"data: {{train: 'synthetic:{tiny_world}@train', size: [32, 64], variants: 1, max_images: 16}}\n"
         "train: {epochs: 1, batch_size: 2, workers: 0, steps_per_epoch: 2, log_every: 1}\n")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                        "29539", "-m", "synboost.cli", "train", "dissimilarity", "--config", str(cfg)],
-                       capture_output=True, text=True, env=env, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
-    lines = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
-    assert [x["step"] for x in lines if "step" in x] == [1, 2]  # rank 0 only
+    torchrun_cli(["train", "dissimilarity", "--config", cfg], port=29539)
+    assert logged_steps(out) == [1, 2]  # rank 0 only
     sd, meta = load_model(out / "dissimilarity.safetensors", "dissimilarity")
     assert meta["epoch"] == 0 and (out / "pipeline.yaml").is_file()
     assert json.loads((out / "summary.json").read_text())["finished"]

@@ -135,3 +135,25 @@ def test_void_pixels_as_outliers(tiny_world):
         seen_void += static.sum()
         seen_ego += (ids == 1).sum()
     assert seen_void > 0 and seen_ego > 0
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
+def test_outlier_head_ddp_two_cpu_processes(tiny_world, tiny_segmenter, tmp_path):
+    """torchrun with 2 gloo processes: the whole segmenter and its outlier head train under DDP, rank 0 alone logs
+    and writes the re-trained segmenter (no DDP prefix in its keys) and its pipeline file."""
+    from conftest import logged_steps, torchrun_cli
+
+    out = tmp_path / "ddp"
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        f"out: {out}\nmethod: outlier_head\nsegmenter: {tiny_segmenter['segmenter']}\n"
+        f"data: {{train: 'synthetic:{tiny_world}@train', val: 'synthetic:{tiny_world}@val', outliers: synthetic, "
+        "mix_ratio: 1.0, crop: [64, 128], val_images: 4}\n"
+        "train: {epochs: 1, batch_size: 4, workers: 0, steps_per_epoch: 2, log_every: 1, lr: 0.001}\n")
+    torchrun_cli(["train", "outlier", "--config", cfg], port=29543)
+    assert logged_steps(out) == [1, 2]  # rank 0 only
+    sd, meta = load_model(out / "segmenter.safetensors", "segmenter")
+    assert meta["model"]["outlier_training"] == "outlier_head" and not any(k.startswith("module.") for k in sd)
+    base, _ = load_model(tiny_segmenter["segmenter"], "segmenter")
+    assert not torch.equal(sd["classifier.weight"], base["classifier.weight"])  # the whole network trained
+    assert (out / "pipeline.yaml").is_file()

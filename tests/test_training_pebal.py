@@ -4,6 +4,7 @@ import json
 import numpy as np
 import torch
 
+from conftest import logged_steps, torchrun_cli
 from synboost.config import PebalConfig, load_config
 from synboost.hub.checkpoint import load_model
 
@@ -91,10 +92,6 @@ def test_anomaly_mix_training_set_is_deterministic_per_epoch(tiny_world):
 def test_pebal_ddp_two_cpu_processes(tiny_world, tiny_segmenter, tmp_path):
     """torchrun with 2 gloo processes: the head trains under DDP, rank 0 alone logs, checkpoints and writes the
     pipeline file, and the trunk stays frozen on every rank."""
-    import os
-    import subprocess
-    import sys
-
     out = tmp_path / "ddp"
     cfg = tmp_path / "c.yaml"
     cfg.write_text(
@@ -102,13 +99,8 @@ def test_pebal_ddp_two_cpu_processes(tiny_world, tiny_segmenter, tmp_path):
         f"data: {{train: 'synthetic:{tiny_world}@train', val: 'synthetic:{tiny_world}@val', outliers: synthetic, "
         "mix_ratio: 1.0, crop: [64, 128], val_images: 4}\n"
         "train: {epochs: 1, batch_size: 4, workers: 0, steps_per_epoch: 2, log_every: 1, lr: 0.001}\n")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                        "29537", "-m", "synboost.cli", "train", "pebal", "--config", str(cfg)],
-                       capture_output=True, text=True, env=env, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
-    lines = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
-    assert [x["step"] for x in lines if "step" in x] == [1, 2]  # rank 0 only
+    torchrun_cli(["train", "pebal", "--config", cfg], port=29537)
+    assert logged_steps(out) == [1, 2]  # rank 0 only
     sd, meta = load_model(out / "pebal.safetensors", "segmenter")
     base, _ = load_model(tiny_segmenter["segmenter"], "segmenter")
     assert meta["model"]["abstention"]

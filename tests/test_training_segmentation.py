@@ -1,13 +1,11 @@
 """The segmentation stage trained for real on the synthetic world (small, CPU)."""
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import logged_steps, torchrun_cli
 from conftest import seg_config as _cfg
 
 from synboost.hub.checkpoint import load_model
@@ -63,13 +61,8 @@ def test_ddp_two_cpu_processes(tiny_world, tmp_path):
         f"out: {out}\nsml_stats: false\nmodel: {{backbone: tiny, pretrained: false, aspp_dim: 32, decoder_dim: 32}}\n"
         f"data: {{train: 'synthetic:{tiny_world}@train', val: 'synthetic:{tiny_world}@val', crop: [64, 128]}}\n"
         "train: {epochs: 1, batch_size: 4, workers: 0, steps_per_epoch: 2, log_every: 1}\n")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                        "29533", "-m", "synboost.cli", "train", "segmentation", "--config", str(cfg)],
-                       capture_output=True, text=True, env=env, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
-    lines = (out / "train_log.jsonl").read_text().splitlines()
-    assert [json.loads(x).get("step") for x in lines if "step" in json.loads(x)] == [1, 2]  # rank 0 only
+    torchrun_cli(["train", "segmentation", "--config", cfg], port=29533)
+    assert logged_steps(out) == [1, 2]  # rank 0 only
     sd, meta = load_model(out / "segmenter.safetensors", "segmenter")
     assert meta["epoch"] == 0 and np.isfinite(json.loads((out / "summary.json").read_text())["val"]["score"])
 

@@ -2,6 +2,7 @@
 import numpy as np
 import torch
 
+from conftest import logged_steps, torchrun_cli
 from synboost.config import SynthesisConfig, load_config
 from synboost.data.kinds import open_dataset
 from synboost.networks import build_generator, load_generator
@@ -69,11 +70,6 @@ def test_painting_reference():
 
 def test_ddp_two_cpu_processes(tiny_world, tmp_path):
     """torchrun with 2 gloo processes trains the GAN (generator and discriminator wrapped separately)."""
-    import json
-    import os
-    import subprocess
-    import sys
-
     from synboost.hub.checkpoint import load_model
 
     out = tmp_path / "ddp"
@@ -84,11 +80,7 @@ def test_ddp_two_cpu_processes(tiny_world, tmp_path):
         "spade_hidden: 8}\n"
         f"data: {{train: 'synthetic:{tiny_world}@train', val: 'synthetic:{tiny_world}@val', size: [32, 64]}}\n"
         "train: {epochs: 1, batch_size: 2, workers: 0, steps_per_epoch: 2, log_every: 1}\n")
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                        "29534", "-m", "synboost.cli", "train", "synthesis", "--config", str(cfg)],
-                       capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
+    torchrun_cli(["train", "synthesis", "--config", cfg], port=29534)
     sd, meta = load_model(out / "generator.safetensors", "generator")
     assert not any(k.startswith("module.") for k in sd)  # the DDP wrapper's prefix never reaches the checkpoint
-    steps = [json.loads(x)["step"] for x in (out / "train_log.jsonl").read_text().splitlines() if '"step"' in x]
-    assert steps == [1, 2]
+    assert logged_steps(out) == [1, 2]
