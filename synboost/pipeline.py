@@ -35,6 +35,51 @@ def images_to_batch(images: Sequence[np.ndarray], device, size=None) -> torch.Te
     return imagenet_normalize01(x)
 
 
+def same_size_batches(images: Sequence[np.ndarray], batch_size: int):
+    """``(shape, indices)`` of the images grouped by size, in chunks of ``batch_size``: each chunk is one tensor."""
+    groups: dict[tuple, list[int]] = {}
+    for i, im in enumerate(images):
+        groups.setdefault(im.shape, []).append(i)
+    for shape, idx in groups.items():
+        for k in range(0, len(idx), batch_size):
+            yield shape, idx[k:k + batch_size]
+
+
+def maps_at_size(maps: dict[str, torch.Tensor], size: tuple[int, int]) -> dict[str, np.ndarray]:
+    """A batch's (B, h, w) maps at ``size`` as numpy: float32 maps bilinear, ``segmentation`` nearest as uint8."""
+    out = {}
+    for name, t in maps.items():
+        if tuple(t.shape[-2:]) != tuple(size):
+            mode = "nearest" if name == "segmentation" else "bilinear"
+            t = F.interpolate(t[:, None].float(), size=tuple(size), mode=mode,
+                              **({} if mode == "nearest" else {"align_corners": False}))[:, 0]
+        arr = t.float().cpu().numpy()
+        out[name] = arr.astype(np.uint8) if name == "segmentation" else arr
+    return out
+
+
+def check_method(det: "PosthocDetector", method: str, known: tuple[str, ...], what: str = "methods") -> None:
+    """A ConfigError with the fix unless ``det`` can score ``method`` (one of ``known``)."""
+    if method not in known:
+        raise ConfigError(f"unknown method '{method}'; {what}: {', '.join(known)}")
+    if method == "sml" and det.sml_stats is None:
+        raise ConfigError("method 'sml' needs class statistics: the segmenter checkpoint has none "
+                          "(train with sml_stats=true)")
+    if method == "pebal" and not det.has_pebal:
+        raise ConfigError("method 'pebal' needs a PEBAL fine-tune (pebal.safetensors of `synboost train pebal`):"
+                          " give it as the pipeline's 'pebal' (or as its segmenter); the plain segmenter's "
+                          "energy is method 'energy'")
+    if method in DENSITY_METHODS and det.density is None:
+        raise ConfigError(f"method '{method}' needs an embedding-density fit of the segmenter: give the "
+                          "density.safetensors of `synboost fit density` as the pipeline's 'density'")
+    if method in OUTLIER_METHODS and method != det.outlier_training:
+        had = (f"was re-trained for '{det.outlier_training}'" if det.outlier_training
+               else "was not re-trained with outlier data")
+        raise ConfigError(f"method '{method}' needs a segmenter re-trained for it (`synboost train outlier "
+                          f"--set method={method}`, e.g. configs/outlier/{method}-synthetic.yaml): this segmenter "
+                          f"{had}")
+
+
 class PosthocDetector:
     """A segmenter plus one post-hoc score (MSP, max logit, entropy, energy, SML, MC dropout), or PEBAL's
     smoothed energy when the segmenter is a PEBAL fine-tune or one is given beside it (``pebal_model``), or an
@@ -73,24 +118,7 @@ class PosthocDetector:
             net.to(memory_format=fmt)
 
     def _check(self, method: str, known: tuple[str, ...], what: str = "methods") -> None:
-        if method not in known:
-            raise ConfigError(f"unknown method '{method}'; {what}: {', '.join(known)}")
-        if method == "sml" and self.sml_stats is None:
-            raise ConfigError("method 'sml' needs class statistics: the segmenter checkpoint has none "
-                              "(train with sml_stats=true)")
-        if method == "pebal" and not self.has_pebal:
-            raise ConfigError("method 'pebal' needs a PEBAL fine-tune (pebal.safetensors of `synboost train pebal`):"
-                              " give it as the pipeline's 'pebal' (or as its segmenter); the plain segmenter's "
-                              "energy is method 'energy'")
-        if method in DENSITY_METHODS and self.density is None:
-            raise ConfigError(f"method '{method}' needs an embedding-density fit of the segmenter: give the "
-                              "density.safetensors of `synboost fit density` as the pipeline's 'density'")
-        if method in OUTLIER_METHODS and method != self.outlier_training:
-            had = (f"was re-trained for '{self.outlier_training}'" if self.outlier_training
-                   else "was not re-trained with outlier data")
-            raise ConfigError(f"method '{method}' needs a segmenter re-trained for it (`synboost train outlier "
-                              f"--set method={method}`, e.g. configs/outlier/{method}-synthetic.yaml): this segmenter "
-                              f"{had}")
+        check_method(self, method, known, what)
 
     @property
     def outlier_training(self) -> str:
@@ -165,35 +193,23 @@ class PosthocDetector:
         for m in methods:  # before any work: a method the segmenter was not re-trained for
             if m in OUTLIER_METHODS:
                 self._check(m, OUTLIER_METHODS)
-        results: list[dict[str, np.ndarray] | None] = [None] * len(images)
-        # group by size so that every batch is one tensor
-        groups: dict[tuple, list[int]] = {}
-        for i, im in enumerate(images):
-            groups.setdefault(im.shape, []).append(i)
-        for shape, idx in groups.items():
-            for k in range(0, len(idx), self.batch_size):
-                part = idx[k:k + self.batch_size]
-                batch = images_to_batch([images[i] for i in part], self.device, self.input_size)
-                if self.channels_last:
-                    batch = batch.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(self.device.type, dtype=torch.bfloat16,
-                                    enabled=self.amp and self.device.type == "cuda"):
-                    with self._tap.capture() if self._tap and set(methods) & set(DENSITY_METHODS) else nullcontext():
-                        if set(methods) & set(OUTLIER_METHODS):
-                            logits, pebal_logits, outputs = self._logits(batch, "pebal" in methods, outputs=True)
-                        else:
-                            (logits, pebal_logits), outputs = self._logits(batch, "pebal" in methods), None
-                    maps = self._maps(logits, methods, batch, pebal_logits, outputs=outputs)
-                maps["segmentation"] = logits.argmax(1).float()
-                for name, t in maps.items():
-                    if t.shape[-2:] != shape[:2]:
-                        mode = "nearest" if name == "segmentation" else "bilinear"
-                        t = F.interpolate(t[:, None].float(), size=shape[:2], mode=mode,
-                                          **({} if mode == "nearest" else {"align_corners": False}))[:, 0]
-                    arr = t.float().cpu().numpy()
-                    for j, i in enumerate(part):
-                        results[i] = results[i] or {}
-                        results[i][name] = arr[j] if name != "segmentation" else arr[j].astype(np.uint8)
+        results: list[dict[str, np.ndarray]] = [{} for _ in images]
+        for shape, part in same_size_batches(images, self.batch_size):
+            batch = images_to_batch([images[i] for i in part], self.device, self.input_size)
+            if self.channels_last:
+                batch = batch.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16,
+                                enabled=self.amp and self.device.type == "cuda"):
+                with self._tap.capture() if self._tap and set(methods) & set(DENSITY_METHODS) else nullcontext():
+                    if set(methods) & set(OUTLIER_METHODS):
+                        logits, pebal_logits, outputs = self._logits(batch, "pebal" in methods, outputs=True)
+                    else:
+                        (logits, pebal_logits), outputs = self._logits(batch, "pebal" in methods), None
+                maps = self._maps(logits, methods, batch, pebal_logits, outputs=outputs)
+            maps["segmentation"] = logits.argmax(1).float()
+            for name, arr in maps_at_size(maps, shape[:2]).items():
+                for j, i in enumerate(part):
+                    results[i][name] = arr[j]
         return results  # type: ignore[return-value]
 
     def __call__(self, images: Sequence[np.ndarray]) -> list[dict[str, np.ndarray]]:
