@@ -273,10 +273,8 @@ def run_synthesis_benchmark(out_json: str | None = None, quick: bool = False, de
     512x1024, and of the official CC-FPSE generator at its 256x512: fp32, and bf16 / channels_last on CUDA."""
     from synboost.config import SynModelConfig
     from synboost.models.generator import resynthesize
-    from synboost.networks import build_generator
+    from synboost.networks import build_ccfpse, build_generator
     from synboost.runtime import pick_device
-
-    from synboost.models import create_model
 
     dev = pick_device(device)
     cuda = dev.type == "cuda"
@@ -289,7 +287,7 @@ def run_synthesis_benchmark(out_json: str | None = None, quick: bool = False, de
             gen = build_generator(SynModelConfig(ngf=16 if quick else 64, num_upsampling=4 if quick else 6),
                                   size).to(dev).eval()
         else:
-            gen = create_model("ccfpse_generator", out_size=size).to(dev).eval()
+            gen = build_ccfpse(out_size=size).to(dev).eval()
         for bs in ((1, 8) if cuda else (1,)):
             labels = torch.randint(0, 19, (bs, *size), device=dev)
             image = torch.rand(bs, 3, *size, device=dev)

@@ -99,6 +99,14 @@ def build_dissimilarity(m) -> torch.nn.Module:
                         spade=m.spade, width=m.width)
 
 
+def build_ccfpse(**kwargs) -> torch.nn.Module:
+    """SynBoost's official CC-FPSE generator (``kwargs``: its constructor's), taking our pipeline's train-id input
+    through the Cityscapes train id -> label id table."""
+    from synboost.data.labels import TRAIN_ID_LABEL_IDS
+
+    return create_model("ccfpse_generator", **kwargs, train_to_label_id=TRAIN_ID_LABEL_IDS)
+
+
 def load_generator(path: str | os.PathLike, device: torch.device | str = "cpu") -> torch.nn.Module:
     """A trained generator (eval mode) from ``generator.safetensors``."""
     from synboost.config import SynModelConfig
@@ -107,7 +115,7 @@ def load_generator(path: str | os.PathLike, device: torch.device | str = "cpu") 
     arch = meta.get("architecture", "spade")
     if arch == "ccfpse":  # the official SynBoost synthesis net (synboost.importers.ccfpse.import_ccfpse)
         try:
-            gen = create_model("ccfpse_generator", **meta["model"], out_size=tuple(meta["size"]))
+            gen = build_ccfpse(**meta["model"], out_size=tuple(meta["size"]))
         except (TypeError, ValueError) as e:
             raise CheckpointError(f"{path}: CC-FPSE metadata does not build a model ({e})") from None
     elif arch == "spade":

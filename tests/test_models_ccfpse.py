@@ -11,7 +11,7 @@ from synboost.importers.ccfpse import import_ccfpse
 from synboost.models import create_model, list_models
 from synboost.models.ccfpse import CCFPSEGenerator, label_id_input
 from synboost.models.generator import generator_input, resynthesize
-from synboost.networks import load_generator
+from synboost.networks import build_ccfpse, load_generator
 
 # Read off the official code (image_synthesis/models/networks/{generator,architecture,condconv,normalization,
 # encoder}.py) for the released Cityscapes options (ngf 64, semantic_nc 36, z_dim 256, 'more', 256x512):
@@ -50,8 +50,9 @@ def one_thread():
 
 
 def released_on_meta() -> CCFPSEGenerator:
+    """The released architecture as the pipeline builds it (with the Cityscapes train id -> label id table)."""
     with torch.device("meta"):
-        return CCFPSEGenerator()
+        return build_ccfpse()
 
 
 def test_released_model_has_the_official_keys_and_shapes():
@@ -81,6 +82,11 @@ def test_train_ids_become_official_label_ids_and_edges():
     assert native[0, 35].tolist() == [[0, 1, 1, 1], [1, 1, 1, 1], [1, 1, 1, 0]]
     with pytest.raises(ValueError, match="train-id channels"):
         model.semantics(torch.zeros(1, 7, 2, 4))
+    with torch.device("meta"):
+        bare = CCFPSEGenerator()  # no table: the native label-id input only
+    assert bare.label_nc == 0 and torch.equal(bare.semantics(native), native)
+    with pytest.raises(ValueError, match="native 36 label-id channels, got 20"):
+        bare.semantics(generator_input(model, train))
 
 
 def random_official_files(tmp_path, ngf=8, prefix="", size=(H, W)):

@@ -91,6 +91,8 @@ def _train_id_to_id_lut() -> np.ndarray:
 ID_TO_TRAIN_ID = _id_to_train_id_lut()
 #: uint8 look-up table: train id -> label id (255 -> 0, "unlabeled")
 TRAIN_ID_TO_ID = _train_id_to_id_lut()
+#: the label id of each train id 0..18 (road 7, ..., bicycle 33): what a label-id model (CC-FPSE) is given
+TRAIN_ID_LABEL_IDS = tuple(int(TRAIN_ID_TO_ID[t]) for t in range(NUM_CLASSES))
 
 #: (20, 3) uint8 palette: rows 0..18 the train-class colours, row 19 black for ignore
 TRAIN_PALETTE = np.array(

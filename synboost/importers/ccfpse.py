@@ -20,7 +20,7 @@ import torch
 
 from synboost.errors import CheckpointError
 from synboost.hub.checkpoint import few, key_mismatch, load_foreign, load_into, save_model
-from synboost.models import create_model
+from synboost.networks import build_ccfpse
 
 RELEASED_SIZE = (256, 512)
 
@@ -82,7 +82,7 @@ def import_ccfpse(g_src: str | os.PathLike, e_src: str | os.PathLike | None, dst
         raise CheckpointError(f"{g_src}: fc.weight has {fc.shape[0]} rows = 16*ngf*{have} latent cells, but size "
                               f"{h}x{w} needs {cells} cells ({h // 2 ** n}x{w // 2 ** n}); pass the size it was "
                               f"trained at (the released model: size=(256, 512))")
-    model = create_model("ccfpse_generator", **cfg, out_size=(h, w))
+    model = build_ccfpse(**cfg, out_size=(h, w))
     own = model.state_dict()
     _check(g_sd, {k: v.shape for k, v in own.items() if not k.startswith("encoder.")}, g_src,
            "the official CC-FPSE generator (latest_net_G.pth)")

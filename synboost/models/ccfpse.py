@@ -27,10 +27,11 @@ spectral-norm 1x1 conv after a SPADE (``norm_s.mlp_shared/mlp_gamma/mlp_beta``, 
 width changes. ``norm_0`` and each ``DepthConv.norm_layer`` are BatchNorms the official code creates but never
 uses; they are kept (unused) because the checkpoint holds their entries.
 
-Our pipeline's interface (``generator.generator_input`` / ``resynthesize``): the model advertises ``label_nc = 19``
-(train ids) and ``edge_channel``; ``forward`` then receives the 19 train-id one-hot channels (+ edges) and maps
-them to the 35 label-id channels itself: train id t -> the label id of ``synboost.data.labels`` (road 7, ...,
-bicycle 33), as the official inference loop over ``id_to_trainid`` does; ignore (255, an all-zero one-hot) -> label
+Our pipeline's interface (``generator.generator_input`` / ``resynthesize``): built with ``train_to_label_id`` (the
+label id of each train id; ``synboost.networks.build_ccfpse`` passes the Cityscapes table, road 7, ..., bicycle 33),
+the model advertises ``label_nc = 19`` (train ids) and ``edge_channel``; ``forward`` then receives the 19 train-id
+one-hot channels (+ edges) and maps them to the 35 label-id channels itself, as the official inference loop over
+``id_to_trainid`` does; ignore (255, an all-zero one-hot) -> label
 id 0 "unlabeled" (the official code never sees it: its map is an argmax). The edge channel comes from the
 train-id map, which has the same boundaries as the label-id map the official inference passes as its "instance"
 map (the mapping is one-to-one). A tensor with ``semantic_nc`` (36) channels is taken as the native input
@@ -41,12 +42,13 @@ mu + eps * sigma: design note sec. 9 item 12); without an image z = 0 (the prior
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import spectral_norm
 
-from synboost.data.labels import NUM_CLASSES, TRAIN_ID_TO_ID
 from synboost.models.generator import ConvEncoder, instance_edges, labels_to_onehot
 from synboost.models.registry import register_model
 
@@ -150,11 +152,13 @@ def label_id_input(label_ids: torch.Tensor, instances: torch.Tensor | None = Non
 class CCFPSEGenerator(nn.Module):
     """``num_label_ids`` (official ``label_nc``), ``dontcare`` (``contain_dontcare_label``), ``edge_channel``
     (``not no_instance``), ``num_upsampling`` 6 ('more', Cityscapes) or 5 ('normal'); ``with_encoder`` adds the
-    VAE encoder (``ConvEncoder``, width ngf as the official ``ndf = opt.ngf``) as ``self.encoder``."""
+    VAE encoder (``ConvEncoder``, width ngf as the official ``ndf = opt.ngf``) as ``self.encoder``.
+    ``train_to_label_id``: the label id of each train id, for the train-id input of our pipeline; without it the
+    model takes only its native label-id input."""
 
     def __init__(self, num_label_ids: int = 35, dontcare: bool = False, edge_channel: bool = True, ngf: int = 64,
                  z_dim: int = 256, use_vae: bool = True, with_encoder: bool = True, num_upsampling: int = 6,
-                 out_size: tuple[int, int] = (256, 512)):
+                 out_size: tuple[int, int] = (256, 512), train_to_label_id: Sequence[int] = ()):
         super().__init__()
         if num_upsampling not in (5, 6):
             raise ValueError(f"num_upsampling must be 5 ('normal') or 6 ('more'), got {num_upsampling}")
@@ -168,11 +172,11 @@ class CCFPSEGenerator(nn.Module):
         self.num_ids = num_label_ids + (1 if dontcare else 0)
         self.semantic_nc = self.num_ids + (1 if edge_channel else 0)
         # the interface of generator.generator_input: what the pipeline one-hot encodes for this model
-        self.label_nc, self.edge_channel = NUM_CLASSES, edge_channel
-        ids = [int(TRAIN_ID_TO_ID[t]) for t in range(NUM_CLASSES)]
-        if max(ids) >= self.num_ids:
-            raise ValueError(f"num_label_ids={num_label_ids} cannot hold the Cityscapes label ids (up to {max(ids)})")
-        self._train_to_id = ids
+        ids = [int(i) for i in train_to_label_id]
+        if ids and max(ids) >= self.num_ids:
+            raise ValueError(f"num_label_ids={num_label_ids} cannot hold the label ids of the train ids "
+                             f"(up to {max(ids)})")
+        self.label_nc, self.edge_channel, self._train_to_id = len(ids), edge_channel, ids
 
         nf = ngf
         if use_vae:
@@ -207,6 +211,9 @@ class CCFPSEGenerator(nn.Module):
         c = seg.shape[1]
         if c == self.semantic_nc:
             return seg
+        if not self.label_nc:
+            raise ValueError(f"expected the native {self.semantic_nc} label-id channels, got {c} (built without a "
+                             "train-id table: synboost.networks.build_ccfpse gives it the Cityscapes one)")
         if c != self.label_nc + (1 if self.edge_channel else 0):
             raise ValueError(f"expected {self.label_nc} train-id channels{' + edge' if self.edge_channel else ''} "
                              f"or the native {self.semantic_nc} label-id channels, got {c}")
