@@ -33,7 +33,7 @@ from synboost.errors import ConfigError
 from synboost.metrics.pixel import pixel_metrics
 from synboost.networks import build_dissimilarity, load_generator, load_segmenter, perceptual_vgg
 from synboost.pipeline import dissimilarity_inputs, images_to_batch, resize_maps
-from synboost.training.engine import Engine, SeededDataset, publish_best
+from synboost.training.engine import Engine, SeededDataset, publish_run
 
 EGO_ID = 1
 
@@ -221,13 +221,8 @@ def train_dissimilarity(cfg: DissimilarityConfig, resume: bool = False, progress
     engine = Engine(DissimilarityTask(cfg, progress, samples), cfg.train, cfg.out, config=cfg, progress=progress)
     summary = engine.fit(resume=resume)
     if engine.is_main and summary["finished"]:
-        from synboost.pipeline import write_pipeline_file
-
-        out = publish_best(summary, Path(cfg.out) / "dissimilarity.safetensors")
-        summary["dissimilarity"] = str(out)
-        summary["pipeline"] = str(write_pipeline_file(
-            Path(cfg.out) / "pipeline.yaml", method="synboost", segmenter=str(Path(cfg.segmenter).resolve()),
-            generator=str(Path(cfg.generator).resolve()), dissimilarity=str(out.resolve()),
-            input_size=list(cfg.seg_size), perceptual_vgg_pretrained=cfg.perceptual_vgg_pretrained,
-            perceptual_vgg_path=cfg.perceptual_vgg_path))
+        publish_run(summary, cfg.out, "dissimilarity.safetensors", "dissimilarity", method="synboost",
+                     segmenter=str(Path(cfg.segmenter).resolve()), generator=str(Path(cfg.generator).resolve()),
+                     input_size=list(cfg.seg_size), perceptual_vgg_pretrained=cfg.perceptual_vgg_pretrained,
+                     perceptual_vgg_path=cfg.perceptual_vgg_path)
     return summary

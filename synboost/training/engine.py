@@ -273,13 +273,20 @@ class Engine:
         return summary
 
 
-def publish_best(summary: dict, path: str | os.PathLike) -> Path:
-    """Copy a finished run's best checkpoint (``summary["best"]``) to the stage's product file, atomically."""
+def publish_run(summary: dict, out: str | os.PathLike, product: str, field: str, **pipeline) -> Path:
+    """End a finished run: copy its best checkpoint (``summary["best"]``) to ``out/product`` atomically, write
+    ``out/pipeline.yaml`` with the ``pipeline`` fields and the new file as its ``field`` (e.g. ``pebal``), and
+    rewrite ``out/summary.json`` with both paths (the file under ``summary[field]``). Returns the file."""
     import shutil
 
     from synboost.data.io import atomic_path
+    from synboost.pipeline import write_pipeline_file
 
-    path = Path(path)
+    out = Path(out)
+    path = out / product
     with atomic_path(path) as tmp:
         shutil.copyfile(summary["best"], tmp)
+    summary[field] = str(path)
+    summary["pipeline"] = str(write_pipeline_file(out / "pipeline.yaml", **pipeline, **{field: str(path.resolve())}))
+    write_json(out / "summary.json", summary)
     return path

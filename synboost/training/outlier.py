@@ -32,7 +32,7 @@ from synboost.data.kinds import open_dataset
 from synboost.data.labels import CLASS_NAMES, IGNORE
 from synboost.errors import ConfigError
 from synboost.losses.outlier import dirichlet_loss, outlier_head_loss, void_loss
-from synboost.training.engine import Engine, publish_best
+from synboost.training.engine import Engine, publish_run
 from synboost.training.pebal import AnomalyMixTrainSet, open_outliers, score_validation, validation_samples
 
 METHODS = ("void", "outlier_head", "dirichlet")
@@ -200,12 +200,5 @@ def train_outlier(cfg: OutlierTrainingConfig, resume: bool = False, progress: bo
     summary = engine.fit(resume=resume)
     summary["base_val"] = base_val
     if engine.is_main and summary["finished"]:
-        from synboost.data.io import write_json
-        from synboost.pipeline import write_pipeline_file
-
-        out = publish_best(summary, Path(cfg.out) / "segmenter.safetensors")
-        summary["segmenter"] = str(out)
-        summary["pipeline"] = str(write_pipeline_file(Path(cfg.out) / "pipeline.yaml", method=cfg.method,
-                                                      segmenter=str(out.resolve())))
-        write_json(Path(cfg.out) / "summary.json", summary)
+        publish_run(summary, cfg.out, "segmenter.safetensors", "segmenter", method=cfg.method)
     return summary

@@ -23,7 +23,7 @@ from synboost.data.labels import CLASS_NAMES
 from synboost.data.transforms import augment, resize_pair, to_chw_float
 from synboost.errors import ConfigError
 from synboost.losses.pebal import PebalWeights, pebal_loss
-from synboost.training.engine import Engine, SeededDataset, publish_best
+from synboost.training.engine import Engine, SeededDataset, publish_run
 
 
 def open_outliers(d):
@@ -204,14 +204,7 @@ def train_pebal(cfg: PebalConfig, resume: bool = False, progress: bool = True) -
     summary = engine.fit(resume=resume)
     summary["base_val"] = base_val
     if engine.is_main and summary["finished"]:
-        from synboost.data.io import write_json
-        from synboost.pipeline import write_pipeline_file
-
-        out = publish_best(summary, Path(cfg.out) / "pebal.safetensors")
-        summary["pebal"] = str(out)
-        summary["pipeline"] = str(write_pipeline_file(
-            Path(cfg.out) / "pipeline.yaml", method="pebal", segmenter=str(Path(cfg.segmenter).resolve()),
-            pebal=str(out.resolve())))
-        write_json(Path(cfg.out) / "summary.json", summary)
+        publish_run(summary, cfg.out, "pebal.safetensors", "pebal", method="pebal",
+                     segmenter=str(Path(cfg.segmenter).resolve()))
     return summary
 
