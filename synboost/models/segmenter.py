@@ -74,7 +74,6 @@ class DeepLabV3Plus(nn.Module):
             raise ValueError("a segmenter has either PEBAL's abstention output or an outlier output, not both")
         self.abstention = abstention
         self.outlier_training = outlier_training
-        self.void_class = outlier_training == "void"
         self._below_head_frozen = False  # set by freeze_below_head: no gradients below the head
         self._eval_modules: tuple[str, ...] = ()  # top-level modules kept in eval mode (frozen BN statistics)
         self.trunk = build_trunk(backbone, output_stride, width)
@@ -89,7 +88,8 @@ class DeepLabV3Plus(nn.Module):
             nn.ReLU(inplace=True),
             nn.Dropout2d(head_dropout),  # parameter-free; the official classifier key final.6 maps to classifier
         )
-        self.classifier = nn.Conv2d(decoder_dim, num_classes + int(abstention or self.void_class), 1, bias=False)
+        self.classifier = nn.Conv2d(decoder_dim, num_classes + int(abstention or outlier_training == "void"), 1,
+                                    bias=False)
         self.feature_dim = decoder_dim
         self.outlier_head = _outlier_head(decoder_dim) if outlier_training == "outlier_head" else None
 
@@ -189,7 +189,6 @@ class DeepLabV3Plus(nn.Module):
                              f"into one for '{kind}'")
         if kind == "void":
             self.classifier = self._grown_classifier()
-            self.void_class = True
         elif kind == "outlier_head":
             w = self.classifier.weight
             self.outlier_head = _outlier_head(self.classifier.in_channels).to(w.device, w.dtype)
