@@ -273,6 +273,11 @@ class Engine:
         return summary
 
 
+def poly_schedule(opt, total_steps: int, power: float = 0.9):
+    """The "poly" learning rate of DeepLab and PEBAL: lr x (1 - step / total_steps) ** power, per step."""
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda it: max(1 - it / max(total_steps, 1), 0.0) ** power)
+
+
 def publish_run(summary: dict, out: str | os.PathLike, product: str, field: str, **pipeline) -> Path:
     """End a finished run: copy its best checkpoint (``summary["best"]``) to ``out/product`` atomically, write
     ``out/pipeline.yaml`` with the ``pipeline`` fields and the new file as its ``field`` (e.g. ``pebal``), and

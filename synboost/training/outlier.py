@@ -32,7 +32,7 @@ from synboost.data.kinds import open_dataset
 from synboost.data.labels import CLASS_NAMES, IGNORE
 from synboost.errors import ConfigError
 from synboost.losses.outlier import dirichlet_loss, outlier_head_loss, void_loss
-from synboost.training.engine import Engine, publish_run
+from synboost.training.engine import Engine, poly_schedule, publish_run
 from synboost.training.pebal import AnomalyMixTrainSet, open_outliers, score_validation, validation_samples
 
 METHODS = ("void", "outlier_head", "dirichlet")
@@ -118,8 +118,7 @@ class OutlierTask:
         return torch.optim.Adam(model.parameters(), lr=c.train.lr, weight_decay=c.train.weight_decay)
 
     def build_scheduler(self, opt, total_steps: int):
-        power = self.cfg.poly_power
-        return torch.optim.lr_scheduler.LambdaLR(opt, lambda it: max(1 - it / max(total_steps, 1), 0.0) ** power)
+        return poly_schedule(opt, total_steps, self.cfg.poly_power)
 
     # -------------------------------------------------------------------------------------------- the data
     def outliers(self):

@@ -23,7 +23,7 @@ from synboost.data.labels import CLASS_NAMES
 from synboost.data.transforms import augment, resize_pair, to_chw_float
 from synboost.errors import ConfigError
 from synboost.losses.pebal import PebalWeights, pebal_loss
-from synboost.training.engine import Engine, SeededDataset, publish_run
+from synboost.training.engine import Engine, SeededDataset, poly_schedule, publish_run
 
 
 def open_outliers(d):
@@ -155,8 +155,7 @@ class PebalTask:
         return torch.optim.Adam(params, lr=self.cfg.train.lr, weight_decay=self.cfg.train.weight_decay)
 
     def build_scheduler(self, opt, total_steps: int):
-        power = self.cfg.poly_power
-        return torch.optim.lr_scheduler.LambdaLR(opt, lambda it: max(1 - it / max(total_steps, 1), 0.0) ** power)
+        return poly_schedule(opt, total_steps, self.cfg.poly_power)
 
     def outliers(self):
         return open_outliers(self.cfg.data)

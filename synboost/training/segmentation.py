@@ -17,7 +17,7 @@ from synboost.data.labels import CLASS_NAMES, IGNORE
 from synboost.data.transforms import augment, resize_pair, to_chw_float
 from synboost.metrics.segmentation import ConfusionMatrix
 from synboost.networks import build_segmenter
-from synboost.training.engine import Engine, SeededDataset
+from synboost.training.engine import Engine, SeededDataset, poly_schedule
 
 
 class SegmentationTrainSet(SeededDataset):
@@ -66,8 +66,7 @@ class SegmentationTask:
         return torch.optim.SGD(model.parameters(), lr=c.train.lr, momentum=c.momentum, weight_decay=c.train.weight_decay)
 
     def build_scheduler(self, opt, total_steps: int):
-        power = self.cfg.poly_power
-        return torch.optim.lr_scheduler.LambdaLR(opt, lambda it: max(1 - it / max(total_steps, 1), 0.0) ** power)
+        return poly_schedule(opt, total_steps, self.cfg.poly_power)
 
     def train_dataset(self) -> Dataset:
         d = self.cfg.data
