@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from synboost.bench_metrics import format_table, run_metrics_benchmark
+from synboost.bench.metrics import format_table, run_metrics_benchmark
 
 
 def main() -> None:

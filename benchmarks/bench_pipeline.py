@@ -5,7 +5,7 @@ detector vs the official-style per-image loop; synthesis images/s.
 """
 import argparse
 
-from synboost.bench import run_pipeline_benchmark, run_synthesis_benchmark
+from synboost.bench.speed import run_pipeline_benchmark, run_synthesis_benchmark
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser()

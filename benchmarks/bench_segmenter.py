@@ -4,7 +4,7 @@
 """
 import argparse
 
-from synboost.bench import run_segmenter_benchmark
+from synboost.bench.speed import run_segmenter_benchmark
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser()

@@ -96,8 +96,8 @@ def cmd_fit(a) -> None:
 def cmd_eval(a) -> None:
     if a.config:
         return _eval_config(a)
-    from synboost.evaluation import evaluate_many
-    from synboost.pipeline import load_pipeline
+    from synboost.jobs.evaluate import evaluate_many
+    from synboost.detectors.pipeline import load_pipeline
 
     ov = list(a.overrides)
     if a.segmenter:
@@ -118,7 +118,7 @@ def cmd_eval(a) -> None:
                             components=a.components, eval_size=a.eval_size, submission=a.submission,
                             formats=a.formats)
     if len(reports) > 1:
-        from synboost.evaluation import combined_table
+        from synboost.jobs.evaluate import combined_table
 
         print(combined_table(reports))
     if a.out:
@@ -131,7 +131,7 @@ def cmd_eval(a) -> None:
 def _eval_config(a) -> None:
     """``eval --config``: a reproduction config; --set edits it, the other flags override its fields."""
     from synboost.config import ReproduceConfig, load_config
-    from synboost.reproduce import reproduce
+    from synboost.jobs.reproduce import reproduce
 
     if a.data or a.segmenter:
         raise SynboostError("with --config, point at the data with --set data.<kind>=PATH (or --set data_root=DIR) "
@@ -153,15 +153,14 @@ def _eval_config(a) -> None:
 
 
 def _detector_from_segmenter(ov):
-    from synboost.config import PipelineConfig, load_config
-    from synboost.pipeline import build_detector
+    from synboost.detectors.pipeline import build_detector, pipeline_from_overrides
 
-    return build_detector(load_config(PipelineConfig, None, ov))
+    return build_detector(pipeline_from_overrides(ov))
 
 
 def cmd_infer(a) -> None:
-    from synboost.inference import run_folder_distributed
-    from synboost.pipeline import load_pipeline
+    from synboost.jobs.infer import run_folder_distributed
+    from synboost.detectors.pipeline import load_pipeline
 
     ov = list(a.overrides) + ([f"method={a.method}"] if a.method else [])
     det = load_pipeline(a.pipeline, ov)
@@ -180,9 +179,9 @@ def cmd_infer(a) -> None:
 
 
 def cmd_synthesize(a) -> None:
-    from synboost.inference import synthesize_folder
+    from synboost.jobs.infer import synthesize_folder
     from synboost.runtime import pick_device
-    from synboost.networks import load_generator
+    from synboost.detectors.components import load_generator
 
     gen = load_generator(a.generator, pick_device(a.device))
     rep = synthesize_folder(gen, a.labels, a.out, a.images)
@@ -191,14 +190,14 @@ def cmd_synthesize(a) -> None:
 
 def cmd_demo(a) -> None:
     from synboost.config import DemoConfig, load_config
-    from synboost.demo import run_demo
+    from synboost.jobs.demo import run_demo
 
     cfg = load_config(DemoConfig, a.config, a.overrides)
     run_demo(cfg, quick=a.quick, resume=not a.fresh)
 
 
 def cmd_ablate(a) -> None:
-    from synboost.ablation import run_ablation
+    from synboost.jobs.ablate import run_ablation
     from synboost.config import AblationConfig, load_config
 
     run_ablation(load_config(AblationConfig, a.config, a.overrides), resume=not a.fresh)
@@ -206,27 +205,27 @@ def cmd_ablate(a) -> None:
 
 def cmd_bench(a) -> None:
     if a.what == "metrics":
-        from synboost.bench_metrics import run_metrics_benchmark
+        from synboost.bench.metrics import run_metrics_benchmark
 
         sizes = tuple(int(float(s)) for s in a.sizes.split(",")) if a.sizes else (20_000_000, 200_000_000)
         run_metrics_benchmark(sizes=sizes, out_json=a.out or "benchmarks/results/metrics.json")
     elif a.what == "segmenter":
-        from synboost.bench import run_segmenter_benchmark
+        from synboost.bench.speed import run_segmenter_benchmark
 
         run_segmenter_benchmark(out_json=a.out or "benchmarks/results/segmenter.json", quick=a.quick, device=a.device)
     elif a.what == "synthesis":
-        from synboost.bench import run_synthesis_benchmark
+        from synboost.bench.speed import run_synthesis_benchmark
 
         run_synthesis_benchmark(out_json=a.out or "benchmarks/results/synthesis.json", quick=a.quick, device=a.device)
     elif a.what == "pipeline":
-        from synboost.bench import run_pipeline_benchmark
+        from synboost.bench.speed import run_pipeline_benchmark
 
         run_pipeline_benchmark(out_json=a.out or "benchmarks/results/pipeline.json", quick=a.quick, device=a.device,
                                size=tuple(a.size) if a.size else None, backbone=a.backbone)
 
 
 def cmd_compare(a) -> None:
-    from synboost.compare import compare, compare_table, parse_rows, run_compare
+    from synboost.jobs.compare import compare, compare_table, parse_rows, run_compare
 
     if a.config:
         from synboost.config import CompareConfig, load_config

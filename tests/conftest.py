@@ -42,29 +42,28 @@ def stages(tmp_path_factory):
     pipeline tests and the CUDA tests)."""
     import torch
 
-    from synboost.config import DissimModelConfig, SegModelConfig, SynModelConfig, to_dict
-    from synboost.hub.checkpoint import save_model
+    from synboost.config import DissimModelConfig, SegModelConfig, SynModelConfig
+    from synboost.detectors.components import save_component
     from synboost.models import create_model
-    from synboost.networks import build_dissimilarity, build_generator
+    from synboost.detectors.components import build_dissimilarity, build_generator
 
     d = tmp_path_factory.mktemp("stages")
     torch.manual_seed(0)
     sm = SegModelConfig(backbone="tiny", pretrained=False, aspp_dim=16, decoder_dim=16, width=8)
     seg = create_model("deeplabv3plus", backbone="tiny", aspp_dim=16, decoder_dim=16, width=8)
-    save_model(d / "seg.safetensors", seg.state_dict(), {"kind": "segmenter", "model": to_dict(sm)})
+    save_component(d / "seg.safetensors", seg, "segmenter", sm)
     gm = SynModelConfig(ngf=8, num_upsampling=4, z_dim=16, nef=8, encoder_size=128, spade_hidden=16)
     gen = build_generator(gm, [32, 64])
-    save_model(d / "gen.safetensors", gen.state_dict(), {"kind": "generator", "model": to_dict(gm), "size": [32, 64]})
+    save_component(d / "gen.safetensors", gen, "generator", gm, size=[32, 64])
     dm = DissimModelConfig(width=0.125, vgg_pretrained=False)
     dis = build_dissimilarity(dm)
-    save_model(d / "dis.safetensors", dis.state_dict(), {"kind": "dissimilarity", "model": to_dict(dm),
-                                                        "size": [32, 64], "priors": list(dm.priors)})
+    save_component(d / "dis.safetensors", dis, "dissimilarity", dm, size=[32, 64], priors=list(dm.priors))
     return d
 
 
 def synboost_pipe(stages, tmp_path, **kw):
     """A SynBoost detector over the ``stages`` fixture's checkpoints, with pipeline fields ``kw``."""
-    from synboost.pipeline import load_pipeline, write_pipeline_file
+    from synboost.detectors.pipeline import load_pipeline, write_pipeline_file
 
     fields = dict(method="synboost", segmenter=str(stages / "seg.safetensors"), generator=str(stages / "gen.safetensors"),
                   dissimilarity=str(stages / "dis.safetensors"), perceptual_vgg_pretrained=False, device="cpu")

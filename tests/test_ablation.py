@@ -1,9 +1,9 @@
 import pytest
 
-from synboost.ablation import VARIANTS, ablation_table
+from synboost.jobs.ablate import VARIANTS, ablation_table
 from synboost.config import AblationConfig, DissimModelConfig, load_config
 from synboost.errors import ConfigError
-from synboost.networks import build_dissimilarity
+from synboost.detectors.components import build_dissimilarity
 
 
 def test_every_default_variant_is_known_and_builds():
@@ -31,7 +31,7 @@ def test_table_reports_the_difference_to_the_full_model():
 
 
 def test_unknown_variant_is_an_error(tmp_path):
-    from synboost.ablation import run_ablation
+    from synboost.jobs.ablate import run_ablation
 
     cfg = load_config(AblationConfig, None, [f"out={tmp_path}", "variants=[full,no_wings]"])
     with pytest.raises(ConfigError, match="no_wings"):
@@ -40,7 +40,7 @@ def test_unknown_variant_is_an_error(tmp_path):
 
 def test_variant_keys_group_identical_networks():
     """'full' and 'no_ensemble' share one trained network; every other variant trains its own."""
-    from synboost.ablation import training_key
+    from synboost.jobs.ablate import training_key
 
     keys = {name: training_key(name) for name in VARIANTS}
     assert keys["full"] == keys["no_ensemble"]

@@ -26,7 +26,7 @@ def test_data_synth_writes_a_world_the_readers_load(tmp_path, capsys):
 @pytest.mark.parametrize("argv,needle", [
     (["data", "synth", "--set", "nn=3"], "unknown config key 'nn'"),
     (["train", "segmentation", "--config", "/nonexistent.yaml"], "/nonexistent.yaml: config file not found"),
-    (["eval", "--pipeline", "/nonexistent.yaml", "--data", "x"], "config file not found"),
+    (["eval", "--pipeline", "/nonexistent.yaml", "--data", "x"], "/nonexistent.yaml: pipeline file not found"),
     (["eval", "--segmenter", "/nope.safetensors", "--data", "synthetic:/x"], "/nope.safetensors"),
     (["weights", "import", "synboost-segmenter"], "cityscapes_best.pth there, or run `synboost weights download"),
     (["weights", "verify", "no-such-weights"], "unknown weights 'no-such-weights'"),
@@ -41,14 +41,14 @@ def test_user_errors_are_one_line_exit_2(argv, needle, capsys, tmp_path, monkeyp
 
 
 def test_infer_and_eval_with_a_segmenter_checkpoint(tiny_world, tmp_path, capsys):
-    from synboost.config import SegModelConfig, to_dict
-    from synboost.hub.checkpoint import save_model
+    from synboost.config import SegModelConfig
+    from synboost.detectors.components import save_component
     from synboost.models import create_model
-    from synboost.pipeline import write_pipeline_file
+    from synboost.detectors.pipeline import write_pipeline_file
 
     m = SegModelConfig(backbone="tiny", pretrained=False, aspp_dim=16, decoder_dim=16, width=8)
     net = create_model("deeplabv3plus", backbone="tiny", aspp_dim=16, decoder_dim=16, width=8)
-    ckpt = save_model(tmp_path / "seg.safetensors", net.state_dict(), {"kind": "segmenter", "model": to_dict(m)})
+    ckpt = save_component(tmp_path / "seg.safetensors", net, "segmenter", m)
     pipe = write_pipeline_file(tmp_path / "p.yaml", segmenter=str(ckpt), method="energy")
     images = tiny_world / "anomaly/test/original"
     out = tmp_path / "inf"
@@ -66,15 +66,13 @@ def test_infer_and_eval_with_a_segmenter_checkpoint(tiny_world, tmp_path, capsys
 def test_synthesize_and_mc_dropout(tiny_world, tmp_path):
     import torch
 
-    from synboost.config import SynModelConfig, to_dict
-    from synboost.hub.checkpoint import save_model
-    from synboost.networks import build_generator
-    from synboost.pipeline import PosthocDetector
+    from synboost.config import SynModelConfig
+    from synboost.detectors.components import build_generator, save_component
+    from synboost.detectors.posthoc import PosthocDetector
 
     m = SynModelConfig(ngf=8, num_upsampling=4, z_dim=16, nef=8, encoder_size=128, spade_hidden=16)
     gen = build_generator(m, [32, 64])
-    ckpt = save_model(tmp_path / "g.safetensors", gen.state_dict(), {"kind": "generator", "model": to_dict(m),
-                                                                    "size": [32, 64]})
+    ckpt = save_component(tmp_path / "g.safetensors", gen, "generator", m, size=[32, 64])
     labels = tiny_world / "anomaly/test/semantic"
     out = tmp_path / "syn"
     assert main(["synthesize", "--generator", str(ckpt), "--labels", str(labels), "--images",

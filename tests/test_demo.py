@@ -10,7 +10,7 @@ import json
 import pytest
 
 from synboost.config import CompareConfig, DemoConfig, load_config
-from synboost.demo import run_demo
+from synboost.jobs.demo import run_demo
 
 POSTHOC = ("msp", "maxlogit", "entropy", "energy", "sml")
 DEMO = ["world.n=260", "segmentation.train.epochs=10", "synthesis.train.epochs=3", "dissimilarity.train.epochs=6",
@@ -48,7 +48,7 @@ def test_compare_table_in_one_command_reuses_the_demo(demo_out, tmp_path):
     """`synboost compare --config configs/compare/synthetic.yaml` on the demo above (shortened training for the
     rows it adds): every method of the table is a row, each scored on the same scenes; the re-trained segmenter
     reports its own mIoU; the markdown is the JSON's table."""
-    from synboost.compare import METHOD_INFO, compare_table, run_compare
+    from synboost.jobs.compare import METHOD_INFO, compare_table, run_compare
 
     out, summary = demo_out
     cfg = load_config(CompareConfig, "configs/compare/synthetic.yaml", [

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 
 from synboost.cli import main
-from synboost.config import PipelineConfig, ReproduceConfig, load_config
+from synboost.config import ReproduceConfig, load_config
+from synboost.detectors.pipeline import read_pipeline
 from synboost.data.kinds import open_dataset
-from synboost.evaluation import combined_table, component_preset, evaluate, evaluate_many
-from synboost.reproduce import METRIC_KEYS
+from synboost.jobs.evaluate import combined_table, component_preset, evaluate, evaluate_many
+from synboost.jobs.reproduce import METRIC_KEYS
 from synboost.metrics import PRESETS, ComponentMetrics, pixel_curve
-from synboost.submission import read_smiyc
+from synboost.jobs.submission import read_smiyc
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs" / "reproduce").glob("*.yaml"))
@@ -207,14 +208,14 @@ def test_several_benchmarks_one_combined_table(tmp_path):
 
 @pytest.fixture()
 def tiny_pipeline(tmp_path):
-    from synboost.config import SegModelConfig, to_dict
-    from synboost.hub.checkpoint import save_model
+    from synboost.config import SegModelConfig
+    from synboost.detectors.components import save_component
     from synboost.models import create_model
-    from synboost.pipeline import write_pipeline_file
+    from synboost.detectors.pipeline import write_pipeline_file
 
     m = SegModelConfig(backbone="tiny", pretrained=False, aspp_dim=8, decoder_dim=8, width=4)
     net = create_model("deeplabv3plus", backbone="tiny", aspp_dim=8, decoder_dim=8, width=4)
-    ckpt = save_model(tmp_path / "seg.safetensors", net.state_dict(), {"kind": "segmenter", "model": to_dict(m)})
+    ckpt = save_component(tmp_path / "seg.safetensors", net, "segmenter", m)
     return write_pipeline_file(tmp_path / "p.yaml", segmenter=str(ckpt), method="energy", device="cpu")
 
 
@@ -301,7 +302,7 @@ def test_every_shipped_reproduce_config_loads(path):
     cfg = load_config(ReproduceConfig, path)
     assert cfg.title and cfg.source and cfg.methods and cfg.expected and cfg.fpr_rule in FPR_RULES
     pipe = REPO / cfg.pipeline
-    assert pipe.is_file() and load_config(PipelineConfig, pipe).method in cfg.methods
+    assert pipe.is_file() and read_pipeline(pipe).score.method in cfg.methods
     data = {k: v for k, v in vars(cfg.data).items() if v}
     assert data and set(data) <= set(KINDS) and all(v.startswith("DIR") for v in data.values())
     assert load_config(ReproduceConfig, path, ["data_root=/x"]).data.__dict__[next(iter(data))].startswith("/x")

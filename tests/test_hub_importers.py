@@ -111,7 +111,7 @@ def test_wrn38_strides(os_):
 # ------------------------------------------------------------------------------------------ segmenter / PEBAL
 
 def test_import_nvidia_segmenter(tmp_path):
-    from synboost.networks import load_segmenter
+    from synboost.detectors.components import load_segmenter
 
     src_sd = official_segmenter_sd(seed=1)
     kept = {k: v for k, v in src_sd.items() if not k.endswith("num_batches_tracked")}  # a pre-0.4.1 file
@@ -154,7 +154,7 @@ def test_import_nvidia_segmenter(tmp_path):
 
 
 def test_import_pebal(tmp_path):
-    from synboost.networks import load_pebal
+    from synboost.detectors.components import load_pebal
 
     src_sd = official_segmenter_sd(abstention=True, seed=2)
     assert src_sd["final.6.weight"].shape == (20, 256, 1, 1)
@@ -208,7 +208,7 @@ def test_dissimilarity_names_match_the_official_list(variant):
 
 @pytest.mark.parametrize("variant", ["main", "baseline"])
 def test_import_dissimilarity(tmp_path, variant):
-    from synboost.networks import load_dissimilarity
+    from synboost.detectors.components import load_dissimilarity
 
     with torch.device("meta"):
         shapes = {k: (v.shape, v.dtype) for k, v in create_model("dissimilarity", **DISSIM_KW[variant])

@@ -6,7 +6,7 @@ import pytest
 
 from synboost.data.io import read_image
 from synboost.errors import DataError
-from synboost.inference import merge_reports, run_folder
+from synboost.jobs.infer import merge_reports, run_folder
 
 ALL = ("npy", "heatmap", "overlay", "segmentation")
 

@@ -11,10 +11,10 @@ import sys
 import pytest
 import torch
 
-from synboost.config import SegModelConfig, to_dict
-from synboost.hub.checkpoint import save_model
+from synboost.config import SegModelConfig
+from synboost.detectors.components import save_component
 from synboost.models import create_model
-from synboost.pipeline import write_pipeline_file
+from synboost.detectors.pipeline import write_pipeline_file
 
 
 def _infer(argv, env, nproc=None, port=29541):
@@ -32,8 +32,7 @@ def test_two_gloo_processes_write_what_one_process_writes(tmp_path):
     torch.manual_seed(0)
     kw = dict(backbone="tiny", aspp_dim=16, decoder_dim=16, width=8)
     seg = create_model("deeplabv3plus", **kw)
-    save_model(tmp_path / "seg.safetensors", seg.state_dict(),
-               {"kind": "segmenter", "model": to_dict(SegModelConfig(pretrained=False, **kw))})
+    save_component(tmp_path / "seg.safetensors", seg, "segmenter", SegModelConfig(pretrained=False, **kw))
     pipe = write_pipeline_file(tmp_path / "p.yaml", method="entropy", segmenter=str(tmp_path / "seg.safetensors"),
                                device="cpu", batch_size=1)
     src = make_folder(tmp_path / "in", sizes=[(32, 48)] * 5 + [(40, 40)] * 2, bad=True)

@@ -6,9 +6,10 @@ import torch
 from synboost import scores
 from synboost.config import SegModelConfig, to_dict
 from synboost.errors import CheckpointError, ConfigError
-from synboost.hub.checkpoint import save_model
+from synboost.detectors.components import save_component
 from synboost.models import create_model
-from synboost.pipeline import images_to_batch, load_pipeline, write_pipeline_file
+from synboost.tensors import images_to_batch
+from synboost.detectors.pipeline import load_pipeline, write_pipeline_file
 
 KW = dict(backbone="tiny", aspp_dim=16, decoder_dim=16, width=8)
 
@@ -19,7 +20,7 @@ def models(tmp_path_factory):
     torch.manual_seed(0)
     base = create_model("deeplabv3plus", **KW)
     sm = SegModelConfig(pretrained=False, **KW)
-    save_model(d / "seg.safetensors", base.state_dict(), {"kind": "segmenter", "model": to_dict(sm)})
+    save_component(d / "seg.safetensors", base, "segmenter", sm)
     peb = create_model("deeplabv3plus", **KW)
     peb.load_state_dict(base.state_dict())
     peb.add_abstention()
@@ -27,14 +28,14 @@ def models(tmp_path_factory):
         for p in list(peb.final.parameters()) + list(peb.classifier.parameters()):
             p.add_(torch.randn_like(p) * 0.1)  # a fine-tuned head
     pm = {**to_dict(sm), "abstention": True}
-    save_model(d / "pebal.safetensors", peb.state_dict(), {"kind": "segmenter", "model": pm})
+    save_component(d / "pebal.safetensors", peb, "segmenter", pm)
     drift = create_model("deeplabv3plus", **KW, abstention=True)
     drift.load_state_dict(peb.state_dict())
     for mod in drift.trunk.modules():  # trunk statistics that drifted (official behaviour)
         if isinstance(mod, torch.nn.BatchNorm2d):
             mod.running_mean.add_(0.3)
             break
-    save_model(d / "drift.safetensors", drift.state_dict(), {"kind": "segmenter", "model": pm})
+    save_component(d / "drift.safetensors", drift, "segmenter", pm)
     return d, base.eval(), peb.eval(), drift.eval()
 
 

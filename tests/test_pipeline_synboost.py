@@ -6,7 +6,7 @@ import torch
 from conftest import synboost_pipe
 from synboost import scores
 from synboost.errors import CheckpointError
-from synboost.pipeline import resize_maps
+from synboost.tensors import resize_maps
 
 
 def test_maps_at_input_size_for_any_image_size(stages, tmp_path):
@@ -29,7 +29,7 @@ def test_ensemble_is_the_weighted_sum_with_the_normalised_entropy(stages, tmp_pa
     det = synboost_pipe(stages, tmp_path, ensemble_weights=[0.0, 1.0])
     only_ent = det.score_all([image])[0]["synboost"]
     # independently: the official entropy map of the segmenter's logits, at the dissimilarity size, then back up
-    from synboost.pipeline import images_to_batch
+    from synboost.tensors import images_to_batch
 
     with torch.no_grad():
         logits = det.model(images_to_batch([image], "cpu"))
@@ -60,14 +60,14 @@ def test_random_perceptual_vgg_is_the_same_in_every_process():
     import subprocess
     import sys
 
-    from synboost.networks import perceptual_vgg
+    from synboost.detectors.components import perceptual_vgg
 
     torch.manual_seed(123)
     a = perceptual_vgg(False).state_dict()
     torch.rand(10)
     b = perceptual_vgg(False).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
-    code = ("import torch; from synboost.pipeline import perceptual_vgg; "
+    code = ("import torch; from synboost.detectors.components import perceptual_vgg; "
             "print(float(perceptual_vgg(False).state_dict()['slice5.28.weight'].sum()))")
     other = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
     assert other == pytest.approx(float(a["slice5.28.weight"].sum()), rel=1e-6)

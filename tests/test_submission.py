@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from synboost.errors import ConfigError, DataError
-from synboost.inference import run_folder
-from synboost.submission import (
+from synboost.jobs.infer import run_folder
+from synboost.jobs.submission import (
     Submission,
     fishyscapes_paths,
     frame_id,
@@ -154,14 +154,14 @@ def test_infer_refuses_two_files_with_one_benchmark_id(tmp_path):
 
 def test_cli_infer_format(tmp_path, capsys):
     from synboost.cli import main
-    from synboost.config import SegModelConfig, to_dict
-    from synboost.hub.checkpoint import save_model
+    from synboost.config import SegModelConfig
+    from synboost.detectors.components import save_component
     from synboost.models import create_model
-    from synboost.pipeline import write_pipeline_file
+    from synboost.detectors.pipeline import write_pipeline_file
 
     m = SegModelConfig(backbone="tiny", pretrained=False, aspp_dim=8, decoder_dim=8, width=4)
     net = create_model("deeplabv3plus", backbone="tiny", aspp_dim=8, decoder_dim=8, width=4)
-    ckpt = save_model(tmp_path / "seg.safetensors", net.state_dict(), {"kind": "segmenter", "model": to_dict(m)})
+    ckpt = save_component(tmp_path / "seg.safetensors", net, "segmenter", m)
     pipe = write_pipeline_file(tmp_path / "p.yaml", segmenter=str(ckpt), method="energy", device="cpu")
     src = make_images(tmp_path / "dataset_ObstacleTrack" / "images", n=2, size=(32, 64))
     out = tmp_path / "out"

@@ -33,9 +33,9 @@ def fitted(tiny_world, tiny_segmenter, tmp_path_factory):
 
 def test_fit_density_beats_chance_on_held_out_anomaly_scenes(tiny_world, fitted):
     from synboost.data.kinds import open_dataset
-    from synboost.evaluation import evaluate
+    from synboost.jobs.evaluate import evaluate
     from synboost.hub.checkpoint import load_model
-    from synboost.pipeline import load_pipeline
+    from synboost.detectors.pipeline import load_pipeline
 
     s, seconds = fitted
     assert seconds < 30, seconds
@@ -65,8 +65,9 @@ def test_density_scores_come_from_the_segmenter_pass(tiny_world, fitted):
     post-hoc maps are unchanged by the hooks; MC-dropout passes do not overwrite the captured features."""
     from synboost.config import PipelineConfig
     from synboost.data.kinds import open_dataset
-    from synboost.networks import load_segmenter
-    from synboost.pipeline import PosthocDetector, load_pipeline
+    from synboost.detectors.components import load_segmenter
+    from synboost.detectors.posthoc import PosthocDetector
+    from synboost.detectors.pipeline import load_pipeline
 
     s, _ = fitted
     det = load_pipeline(s["pipeline"])
@@ -86,8 +87,8 @@ def test_density_cli_and_errors(tiny_world, tiny_segmenter, fitted, tmp_path):
     from synboost.cli import main
     from synboost.errors import CheckpointError, ConfigError
     from synboost.hub.checkpoint import save_model
-    from synboost.networks import load_density
-    from synboost.pipeline import load_pipeline
+    from synboost.detectors.components import load_density
+    from synboost.detectors.pipeline import load_pipeline
     from synboost.training.density import fit_density
 
     s, _ = fitted

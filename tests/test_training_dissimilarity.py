@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from conftest import logged_steps, torchrun_cli
-from synboost.config import SynModelConfig, to_dict
-from synboost.hub.checkpoint import load_model, save_model
-from synboost.networks import build_generator
+from synboost.config import SynModelConfig
+from synboost.hub.checkpoint import load_model
+from synboost.detectors.components import build_generator, save_component
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
@@ -15,8 +15,7 @@ def test_ddp_two_cpu_processes(tiny_world, tiny_segmenter, tmp_path):
     torch.manual_seed(0)
     gm = SynModelConfig(ngf=8, num_upsampling=4, z_dim=16, nef=8, encoder_size=128, spade_hidden=16)
     gen = build_generator(gm, [32, 64])
-    save_model(tmp_path / "gen.safetensors", gen.state_dict(),
-               {"kind": "generator", "model": to_dict(gm), "size": [32, 64]})
+    save_component(tmp_path / "gen.safetensors", gen, "generator", gm, size=[32, 64])
     out = tmp_path / "ddp"
     cfg = tmp_path / "c.yaml"
     cfg.write_text(

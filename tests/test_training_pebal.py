@@ -20,8 +20,8 @@ def _cfg(world, segmenter, out, *extra):
 
 def test_pebal_beats_the_plain_energy_on_held_out_anomaly_scenes(tiny_world, tiny_segmenter, tmp_path):
     from synboost.data.kinds import open_dataset
-    from synboost.evaluation import evaluate
-    from synboost.pipeline import load_pipeline
+    from synboost.jobs.evaluate import evaluate
+    from synboost.detectors.pipeline import load_pipeline
     from synboost.training.pebal import train_pebal
 
     seg = tiny_segmenter["segmenter"]

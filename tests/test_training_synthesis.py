@@ -5,7 +5,7 @@ import torch
 from conftest import logged_steps, torchrun_cli
 from synboost.config import SynthesisConfig, load_config
 from synboost.data.kinds import open_dataset
-from synboost.networks import build_generator, load_generator
+from synboost.detectors.components import build_generator, load_generator
 from synboost.training.synthesis import PairSet, SynthesisTask, class_mean_colours, paint_by_class, train_synthesis
 
 

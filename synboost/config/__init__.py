@@ -11,6 +11,9 @@ schemas and :mod:`~synboost.config.jobs` those of the jobs that compose them; al
 """
 from synboost.config.jobs import (
     PipelineConfig,
+    PipelineComponents,
+    PipelineScore,
+    PipelineDefaults,
     DemoConfig,
     AblationConfig,
     ReproduceData,
@@ -18,7 +21,7 @@ from synboost.config.jobs import (
     ReproduceConfig,
     CompareConfig,
 )
-from synboost.config.loading import from_dict, load_config, save_config, to_dict
+from synboost.config.loading import from_dict, load_config, merge_config, save_config, to_dict
 from synboost.config.stages import (
     SyntheticWorldConfig,
     LoopConfig,
@@ -60,7 +63,10 @@ __all__ = [
     "PebalConfig",
     "PebalDataConfig",
     "PebalLossConfig",
+    "PipelineComponents",
     "PipelineConfig",
+    "PipelineDefaults",
+    "PipelineScore",
     "ReproduceConfig",
     "ReproduceData",
     "SegDataConfig",
@@ -72,6 +78,7 @@ __all__ = [
     "SyntheticWorldConfig",
     "from_dict",
     "load_config",
+    "merge_config",
     "save_config",
     "to_dict",
 ]

@@ -28,27 +28,52 @@ from synboost.config.stages import (
 
 
 @dataclasses.dataclass
-class PipelineConfig:
-    """A pipeline file (``pipelines/*.yaml``): how trained stages compose into one anomaly detector."""
+class PipelineComponents:
+    """The trained networks of a pipeline file: paths relative to the file's folder, or weights manifest names."""
 
-    method: str = "entropy"  #: msp | maxlogit | entropy | energy | sml | mcdropout | pebal | void | outlier_head |
-    #: dirichlet | synboost | dissimilarity (void, outlier_head, dirichlet: a segmenter of `synboost train outlier`)
-    segmenter: str = ""  #: our segmenter checkpoint (.safetensors); relative paths are relative to the file
+    segmenter: str = ""  #: our segmenter checkpoint (.safetensors)
     pebal: str = ""  #: a PEBAL fine-tune of that segmenter (pebal.safetensors), scored as method 'pebal' beside it
     density: str = ""  #: embedding-density fit of that segmenter (density.safetensors of `synboost fit density`):
     #: methods knn, nll_single, nll_min, density_logreg from the same forward pass
-    input_size: list[int] = dataclasses.field(default_factory=list)  #: segmenter input (H, W); [] = native
-    batch_size: int = 4
-    device: str = "auto"
-    mc_samples: int = 8  #: passes for mcdropout
-    amp: bool = True  #: bf16 autocast on CUDA (ignored on the CPU)
-    channels_last: bool = False  #: NHWC networks and batches (faster convolutions on CUDA; see BENCHMARKS.md)
     generator: str = ""  #: SynBoost: generator checkpoint (generator.safetensors)
     dissimilarity: str = ""  #: SynBoost: dissimilarity checkpoint (dissimilarity.safetensors)
+    perceptual_vgg: str = "imagenet"  #: SynBoost's perceptual-difference VGG19: imagenet (torchvision's file in
+    #: $TORCH_HOME), random (the fixed seeded initialisation), or a VGG19 state dict file in torchvision's layout
+
+
+@dataclasses.dataclass
+class PipelineScore:
+    """How a pipeline scores: the method and its settings."""
+
+    method: str = "entropy"  #: msp | maxlogit | entropy | energy | sml | mcdropout | pebal | void | outlier_head |
+    #: dirichlet | knn | nll_single | nll_min | density_logreg | synboost | dissimilarity
     ensemble: bool = True  #: SynBoost's final fusion: w0 * dissimilarity softmax + w1 * normalised entropy
     ensemble_weights: list[float] = dataclasses.field(default_factory=lambda: [0.75, 0.25])
-    perceptual_vgg_pretrained: bool = True  #: ImageNet VGG19 for the perceptual difference (local file)
-    perceptual_vgg_path: str = ""
+    input_size: list[int] = dataclasses.field(default_factory=list)  #: segmenter input (H, W); [] = native
+    mc_samples: int = 8  #: passes for mcdropout
+
+
+@dataclasses.dataclass
+class PipelineDefaults:
+    """Runtime settings: arguments of ``load_pipeline(path, device=..., batch_size=...)``; a file sets defaults."""
+
+    device: str = "auto"
+    batch_size: int = 4
+    amp: bool = True  #: bf16 autocast on CUDA (ignored on the CPU)
+    channels_last: bool = False  #: NHWC networks and batches (faster convolutions on CUDA; see BENCHMARKS.md)
+
+
+@dataclasses.dataclass
+class PipelineConfig:
+    """A pipeline file (``pipelines/*.yaml``, a run's ``pipeline.yaml``): what detector it is, its components,
+    how it scores, and its runtime defaults. Like diffusers' ``model_index.json`` it travels with its run: the
+    component paths are relative to the file's folder."""
+
+    detector: str = "posthoc"  #: posthoc (a segmenter and a score of its outputs) | synboost (+ generator and
+    #: dissimilarity network)
+    components: PipelineComponents = dataclasses.field(default_factory=PipelineComponents)
+    score: PipelineScore = dataclasses.field(default_factory=PipelineScore)
+    defaults: PipelineDefaults = dataclasses.field(default_factory=PipelineDefaults)
 
 
 @dataclasses.dataclass

@@ -31,9 +31,7 @@ def _explain(exc: OmegaConfBaseException, source: str) -> ConfigError:
 
 def load_config(schema: type[T], path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> T:
     """Build a ``schema`` dataclass from its defaults, an optional YAML file and dotted overrides."""
-    base = OmegaConf.structured(schema)
-    OmegaConf.set_struct(base, True)
-    merged: DictConfig = base
+    data: dict = {}
     if path is not None:
         p = Path(path)
         if not p.is_file():
@@ -44,10 +42,20 @@ def load_config(schema: type[T], path: str | os.PathLike | None = None, override
             raise ConfigError(f"{p}: not valid YAML: {_one_line(e)}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{p}: expected a mapping of config keys at the top level")
+    return merge_config(schema, data, overrides, str(path or schema.__name__))
+
+
+def merge_config(schema: type[T], data: dict[str, Any], overrides: Sequence[str] = (), source: str = "") -> T:
+    """A ``schema`` dataclass from its defaults, merged with ``data`` (read from ``source``) and overrides."""
+    base = OmegaConf.structured(schema)
+    OmegaConf.set_struct(base, True)
+    merged: DictConfig = base
+    source = source or schema.__name__
+    if data:
         try:
             merged = OmegaConf.merge(merged, OmegaConf.create(data))
         except OmegaConfBaseException as e:
-            raise _explain(e, str(p)) from None
+            raise _explain(e, source) from None
     for ov in overrides:
         if "=" not in ov:
             raise ConfigError(f"override '{ov}': expected key=value, e.g. train.lr=1e-4")
@@ -58,7 +66,7 @@ def load_config(schema: type[T], path: str | os.PathLike | None = None, override
     try:
         return OmegaConf.to_object(merged)  # type: ignore[return-value]
     except OmegaConfBaseException as e:
-        raise _explain(e, str(path or schema.__name__)) from None
+        raise _explain(e, source) from None
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

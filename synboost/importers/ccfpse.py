@@ -19,8 +19,8 @@ from typing import Any, Mapping
 import torch
 
 from synboost.errors import CheckpointError
-from synboost.hub.checkpoint import few, key_mismatch, load_foreign, load_into, save_model
-from synboost.networks import build_ccfpse
+from synboost.hub.checkpoint import few, key_mismatch, load_foreign, load_into
+from synboost.detectors.components import build_ccfpse, save_component
 
 RELEASED_SIZE = (256, 512)
 
@@ -65,7 +65,7 @@ def ccfpse_config(g_sd: Mapping[str, torch.Tensor]) -> dict[str, Any]:
 def import_ccfpse(g_src: str | os.PathLike, e_src: str | os.PathLike | None, dst: str | os.PathLike,
                   size: tuple[int, int] = RELEASED_SIZE) -> Path:
     """Official ``latest_net_G.pth`` (+ optional ``latest_net_E.pth``) -> ``dst`` (our safetensors generator
-    checkpoint, loadable with ``synboost.networks.load_generator``). Returns ``dst``."""
+    checkpoint, loadable with ``synboost.detectors.components.load_generator``). Returns ``dst``."""
 
     g_sd = _state_dict(g_src, "the CC-FPSE generator latest_net_G.pth")
     e_sd = _state_dict(e_src, "the CC-FPSE encoder latest_net_E.pth") if e_src is not None else None
@@ -93,6 +93,5 @@ def import_ccfpse(g_src: str | os.PathLike, e_src: str | os.PathLike | None, dst
         merged.update({f"encoder.{k}": v for k, v in e_sd.items()})
     load_into(model, merged, str(g_src))
     sources = [Path(g_src).name] + ([Path(e_src).name] if e_src is not None else [])
-    meta = {"kind": "generator", "architecture": "ccfpse", "model": cfg, "size": [h, w],
-            "imported_from": sources, "importer": "ccfpse"}
-    return save_model(dst, model.state_dict(), meta)
+    return save_component(dst, model, "generator", cfg, architecture="ccfpse", size=[h, w], imported_from=sources,
+                          importer="ccfpse")

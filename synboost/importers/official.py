@@ -3,7 +3,7 @@
 Each importer reads the foreign ``.pth`` with ``weights_only=True`` (tensors and plain containers only; the numpy
 scalar an NVIDIA training dict may carry as its ``mean_iu`` is allowed too), unwraps it, renames its keys, builds
 our model, loads it STRICTLY and writes ``dst`` with metadata (``kind``, ``model`` config, ``imported_from``,
-``importer``), which :func:`synboost.networks.load_segmenter` / ``load_dissimilarity`` read like any of ours.
+``importer``), which :func:`synboost.detectors.components.load_segmenter` / ``load_dissimilarity`` read like any of ours.
 
 Key renaming (official name, after the wrapper is stripped -> ours):
 
@@ -39,10 +39,10 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from synboost.config import DissimModelConfig, SegModelConfig, to_dict
-from synboost.data.labels import CLASS_NAMES
+from synboost.config import DissimModelConfig, SegModelConfig
 from synboost.errors import CheckpointError
-from synboost.hub.checkpoint import load_foreign, load_into, save_model
+from synboost.detectors.components import save_component
+from synboost.hub.checkpoint import load_foreign, load_into
 from synboost.models import create_model
 
 SEGMENTER_EXPECT = "NVIDIA's DeepWV3Plus WideResNet38 Cityscapes checkpoint (SynBoost's cityscapes_best.pth)"
@@ -116,11 +116,10 @@ def import_dissimilarity(src: str | os.PathLike, dst: str | os.PathLike, variant
                        correlation=cfg.correlation, spade=cfg.spade, width=cfg.width)
     _load(net, sd, src, expect)
     importer = f"dissimilarity-{variant}"
-    meta = {"kind": "dissimilarity", "model": to_dict(cfg), "size": list(DISSIM_SIZE), "priors": list(cfg.priors),
-            "classes": list(CLASS_NAMES), "imported_from": src.name, "importer": importer,
-            "official": {"file": v["file"], "ensemble": v["ensemble"],
-                         "ensemble_weights": [0.75, 0.25] if v["ensemble"] else None}}
-    return save_model(dst, net.state_dict(), meta)
+    return save_component(dst, net, "dissimilarity", cfg, size=list(DISSIM_SIZE), priors=list(cfg.priors),
+                          imported_from=src.name, importer=importer,
+                          official={"file": v["file"], "ensemble": v["ensemble"],
+                                    "ensemble_weights": [0.75, 0.25] if v["ensemble"] else None})
 
 
 def _import_segmenter(src, dst, *, abstention: bool, importer: str, expect: str, strip: tuple[str, ...]) -> Path:
@@ -134,9 +133,8 @@ def _import_segmenter(src, dst, *, abstention: bool, importer: str, expect: str,
                          output_stride=cfg.output_stride, aspp_dim=cfg.aspp_dim, decoder_dim=cfg.decoder_dim,
                          head_dropout=cfg.head_dropout, width=cfg.width, abstention=cfg.abstention)
     _load(model, sd, src, expect)
-    meta = {"kind": "segmenter", "architecture": "deeplabv3plus", "model": to_dict(cfg),
-            "classes": list(CLASS_NAMES), "imported_from": src.name, "importer": importer}
-    return save_model(dst, model.state_dict(), meta)
+    return save_component(dst, model, "segmenter", cfg, architecture="deeplabv3plus", imported_from=src.name,
+                          importer=importer)
 
 
 #: importer name -> ``(src, dst) -> Path`` (the names used by the weights manifest and the CLI)

@@ -28,7 +28,7 @@ width changes. ``norm_0`` and each ``DepthConv.norm_layer`` are BatchNorms the o
 uses; they are kept (unused) because the checkpoint holds their entries.
 
 Our pipeline's interface (``generator.generator_input`` / ``resynthesize``): built with ``train_to_label_id`` (the
-label id of each train id; ``synboost.networks.build_ccfpse`` passes the Cityscapes table, road 7, ..., bicycle 33),
+label id of each train id; ``synboost.detectors.components.build_ccfpse`` passes the Cityscapes table, road 7, ..., bicycle 33),
 the model advertises ``label_nc = 19`` (train ids) and ``edge_channel``; ``forward`` then receives the 19 train-id
 one-hot channels (+ edges) and maps them to the 35 label-id channels itself, as the official inference loop over
 ``id_to_trainid`` does; ignore (255, an all-zero one-hot) -> label
@@ -213,7 +213,7 @@ class CCFPSEGenerator(nn.Module):
             return seg
         if not self.label_nc:
             raise ValueError(f"expected the native {self.semantic_nc} label-id channels, got {c} (built without a "
-                             "train-id table: synboost.networks.build_ccfpse gives it the Cityscapes one)")
+                             "train-id table: synboost.detectors.components.build_ccfpse gives it the Cityscapes one)")
         if c != self.label_nc + (1 if self.edge_channel else 0):
             raise ValueError(f"expected {self.label_nc} train-id channels{' + edge' if self.edge_channel else ''} "
                              f"or the native {self.semantic_nc} label-id channels, got {c}")

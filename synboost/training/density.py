@@ -27,7 +27,6 @@ from torch.utils.data import DataLoader, Dataset
 from synboost.config import DensityConfig, save_config, to_dict
 from synboost.data.anomalies import OUTLIER, anomaly_mix
 from synboost.data.kinds import open_dataset
-from synboost.data.labels import CLASS_NAMES
 from synboost.data.transforms import resize_pair
 from synboost.errors import CheckpointError, ConfigError
 from synboost.models.density import DENSITY_METHODS, DensityScorer, FeatureTap, fit_logistic, pixels, resize_mask
@@ -110,7 +109,7 @@ def build_scorer(model, cfg: DensityConfig, device) -> tuple[DensityScorer, Feat
 
 
 def _forward(model, tap, images, device, amp: bool):
-    from synboost.pipeline import images_to_batch
+    from synboost.tensors import images_to_batch
 
     batch = images_to_batch(images, device)
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
@@ -122,10 +121,9 @@ def _forward(model, tap, images, device, amp: bool):
 def fit_density(cfg: DensityConfig, progress: bool = True) -> dict:
     """Fit the density baselines of ``cfg.segmenter``; returns the summary (paths, sizes, timings)."""
     from synboost.data.io import write_json
-    from synboost.hub.checkpoint import save_model
     from synboost.hub.registry import sha256_of
-    from synboost.networks import load_segmenter
-    from synboost.pipeline import write_pipeline_file
+    from synboost.detectors.components import load_segmenter, save_component
+    from synboost.detectors.pipeline import write_pipeline_file
     from synboost.runtime import pick_device
     from synboost.training.pebal import open_outliers
 
@@ -211,13 +209,12 @@ def fit_density(cfg: DensityConfig, progress: bool = True) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     seg = str(Path(cfg.segmenter).resolve())
-    meta = {"kind": "density", "segmenter": seg, "segmenter_sha256": sha256_of(Path(seg)),
+    meta = {"segmenter": seg, "segmenter_sha256": sha256_of(Path(seg)),
             "layers": list(m.layers), "dims": scorer.dims, "single_layer": m.single_layer,
             "knn_layer": m.knn_layer, "k": m.k, "knn_reduce": m.knn_reduce, "knn_index": m.knn_index,
             "knn_backend": m.knn_backend, "bank_size": int(scorer.knn.bank.shape[0]), "bank_capacity": m.bank_size,
-            "bank_offered": int(seen), "pixels": counts, "input_size": list(d.size), "config": to_dict(cfg),
-            "classes": list(CLASS_NAMES)}
-    path = save_model(out / "density.safetensors", scorer.state_dict(), meta)
+            "bank_offered": int(seen), "pixels": counts, "input_size": list(d.size), "config": to_dict(cfg)}
+    path = save_component(out / "density.safetensors", scorer, "density", **meta)
     pipe = write_pipeline_file(out / "pipeline.yaml", method=cfg.method, segmenter=seg, density=str(path.resolve()),
                                input_size=list(d.size), batch_size=cfg.batch_size)
     summary = {"density": str(path), "pipeline": str(pipe), "images": n, "mix_images": n_mix,

@@ -28,11 +28,12 @@ from synboost import scores
 from synboost.config import DissimilarityConfig, to_dict
 from synboost.data.anomalies import paste, switch_instances, void_mask
 from synboost.data.kinds import open_dataset
-from synboost.data.labels import CLASS_NAMES, ID_TO_TRAIN_ID, IGNORE
+from synboost.data.labels import ID_TO_TRAIN_ID, IGNORE
 from synboost.errors import ConfigError
 from synboost.metrics.pixel import pixel_metrics
-from synboost.networks import build_dissimilarity, load_generator, load_segmenter, perceptual_vgg
-from synboost.pipeline import dissimilarity_inputs, images_to_batch, resize_maps
+from synboost.detectors.components import build_dissimilarity, load_generator, load_segmenter, perceptual_vgg
+from synboost.detectors.synboost import dissimilarity_inputs
+from synboost.tensors import images_to_batch, resize_maps
 from synboost.training.engine import Engine, SeededDataset, publish_run
 
 EGO_ID = 1
@@ -211,7 +212,7 @@ class DissimilarityTask:
     def checkpoint_meta(self) -> dict:
         m = self.cfg.model
         return {"kind": self.kind, "config": to_dict(self.cfg), "model": to_dict(m), "size": list(self.cfg.data.size),
-                "priors": list(m.priors), "classes": list(CLASS_NAMES)}
+                "priors": list(m.priors)}
 
 
 def train_dissimilarity(cfg: DissimilarityConfig, resume: bool = False, progress: bool = True,

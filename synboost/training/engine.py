@@ -33,7 +33,8 @@ from synboost.config import LoopConfig, save_config
 from synboost.data.io import write_json
 from synboost.errors import SynboostError
 from synboost.runtime import dist_info, pick_device
-from synboost.hub.checkpoint import load_into, load_model, load_state, read_meta, save_model, save_state
+from synboost.detectors.components import save_component
+from synboost.hub.checkpoint import load_into, load_model, load_state, read_meta, save_state
 
 
 class Task(Protocol):
@@ -131,9 +132,13 @@ class Engine:
     def _ckpt(self, name: str) -> Path:
         return self.out / f"{name}.safetensors"
 
+    def _save_weights(self, path: Path, model: nn.Module, epoch: int, val: dict) -> None:
+        meta = dict(self.task.checkpoint_meta())
+        kind, cfg = meta.pop("kind", self.task.kind), meta.pop("model", None)
+        save_component(path, model, kind, cfg, **meta, epoch=epoch, val=val)
+
     def _save(self, model: nn.Module, opt, sched, epoch: int, best: float, val: dict) -> None:
-        meta = {**self.task.checkpoint_meta(), "epoch": epoch, "val": val}
-        save_model(self._ckpt("last"), model.state_dict(), meta)
+        self._save_weights(self._ckpt("last"), model, epoch, val)
         save_state(self.out / "last_state.pt", {
             "epoch": epoch, "best": best, "best_val": self.best_val, "optimizer": _state_of(opt),
             "scheduler": _state_of(sched),
@@ -252,8 +257,7 @@ class Engine:
                     self.best_val = {**val, "epoch": epoch + 1}
                 self._save(model, opt, sched, epoch, best, val)
                 if improved:
-                    save_model(self._ckpt("best"), model.state_dict(),
-                               {**self.task.checkpoint_meta(), "epoch": epoch, "val": val})
+                    self._save_weights(self._ckpt("best"), model, epoch, val)
                 record = {"epoch": epoch + 1, "train_loss": running / max(n, 1), "seconds": time.time() - t0,
                           **{f"val_{k}": v for k, v in val.items()}}
                 self._log(record)
@@ -285,7 +289,7 @@ def publish_run(summary: dict, out: str | os.PathLike, product: str, field: str,
     import shutil
 
     from synboost.data.io import atomic_path
-    from synboost.pipeline import write_pipeline_file
+    from synboost.detectors.pipeline import write_pipeline_file
 
     out = Path(out)
     path = out / product

@@ -96,7 +96,7 @@ class OutlierTask:
 
     def base_model(self) -> nn.Module:
         """The plain segmenter to start from (eval mode)."""
-        from synboost.networks import load_segmenter
+        from synboost.detectors.components import load_segmenter
 
         return load_segmenter(self.cfg.segmenter)[0]
 
@@ -165,7 +165,7 @@ class OutlierTask:
 
     def checkpoint_meta(self) -> dict:
         return {"kind": self.kind, "architecture": "deeplabv3plus", "config": to_dict(self.cfg),
-                "model": to_dict(self.model_config()), "classes": list(CLASS_NAMES),
+                "model": to_dict(self.model_config()),
                 "outlier": {"method": self.method,
                             "base_segmenter": str(Path(self.cfg.segmenter).resolve()) if self.cfg.segmenter else ""}}
 

@@ -88,7 +88,7 @@ def score_validation(model: nn.Module, samples, device, score: str = "pebal") ->
     from synboost import scores
     from synboost.metrics.pixel import pixel_curve
     from synboost.metrics.segmentation import ConfusionMatrix
-    from synboost.pipeline import images_to_batch
+    from synboost.tensors import images_to_batch
 
     was = model.training
     model.eval()
@@ -138,7 +138,7 @@ class PebalTask:
         self._val = None
 
     def base_model(self) -> nn.Module:
-        from synboost.networks import load_segmenter
+        from synboost.detectors.components import load_segmenter
 
         model, _ = load_segmenter(self.cfg.segmenter)
         if model.abstention:
@@ -181,7 +181,7 @@ class PebalTask:
     def checkpoint_meta(self) -> dict:
         model = {**self.base_meta["model"], "abstention": True}
         return {"kind": self.kind, "architecture": "deeplabv3plus", "config": to_dict(self.cfg), "model": model,
-                "classes": list(CLASS_NAMES), "pebal": {"base_segmenter": str(Path(self.cfg.segmenter).resolve())}}
+                "pebal": {"base_segmenter": str(Path(self.cfg.segmenter).resolve())}}
 
 
 def train_pebal(cfg: PebalConfig, resume: bool = False, progress: bool = True) -> dict:

@@ -16,7 +16,7 @@ from synboost.data.kinds import open_dataset
 from synboost.data.labels import CLASS_NAMES, IGNORE
 from synboost.data.transforms import augment, resize_pair, to_chw_float
 from synboost.metrics.segmentation import ConfusionMatrix
-from synboost.networks import build_segmenter
+from synboost.detectors.components import build_segmenter
 from synboost.training.engine import Engine, SeededDataset, poly_schedule
 
 
@@ -87,7 +87,7 @@ class SegmentationTask:
 
     def checkpoint_meta(self) -> dict:
         return {"kind": self.kind, "architecture": "deeplabv3plus", "config": to_dict(self.cfg),
-                "model": to_dict(self.cfg.model), "classes": list(CLASS_NAMES)}
+                "model": to_dict(self.cfg.model)}
 
 
 @torch.no_grad()
@@ -128,8 +128,9 @@ def train_segmentation(cfg: SegmentationConfig, resume: bool = False, progress: 
     engine = Engine(task, cfg.train, cfg.out, config=cfg, progress=progress)
     summary = engine.fit(resume=resume)
     if engine.is_main and summary["finished"]:
-        from synboost.hub.checkpoint import load_into, load_model, save_model
-        from synboost.pipeline import write_pipeline_file
+        from synboost.detectors.components import save_component
+        from synboost.hub.checkpoint import load_into, load_model
+        from synboost.detectors.pipeline import write_pipeline_file
 
         sd, meta = load_model(summary["best"], "segmenter")
         model = build_segmenter(cfg.model)
@@ -142,7 +143,8 @@ def train_segmentation(cfg: SegmentationConfig, resume: bool = False, progress: 
             mean, std = fit_sml_statistics(model, train_reader, engine.device, d.val_size or None, progress)
             extra = {"sml_mean": mean, "sml_std": std}
         out = Path(cfg.out) / "segmenter.safetensors"
-        save_model(out, {**model.state_dict(), **{f"_stats.{k}": v for k, v in extra.items()}}, meta)
+        meta = {k: v for k, v in meta.items() if k not in ("kind", "model", "classes")}
+        save_component(out, model, "segmenter", cfg.model, stats=extra, **meta)
         summary["segmenter"] = str(out)
         summary["pipeline"] = str(write_pipeline_file(Path(cfg.out) / "pipeline.yaml", segmenter=str(out.resolve()),
                                                       method="entropy"))

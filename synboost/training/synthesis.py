@@ -15,13 +15,13 @@ from torch.utils.data import Dataset
 from synboost.config import SynthesisConfig, to_dict
 from synboost.data.kinds import open_dataset
 from synboost.data.io import write_image
-from synboost.data.labels import CLASS_NAMES, NUM_CLASSES, colorize
+from synboost.data.labels import NUM_CLASSES, colorize
 from synboost.data.transforms import resize_pair
 from synboost.errors import ConfigError
 from synboost.losses.gan import GANLossWeights, discriminator_losses, generator_losses
 from synboost.models import create_model
 from synboost.models.generator import generator_input
-from synboost.networks import build_generator
+from synboost.detectors.components import build_generator
 from synboost.training.engine import Engine, SeededDataset
 from synboost.viz import tile
 
@@ -197,7 +197,7 @@ class SynthesisTask:
 
     def checkpoint_meta(self) -> dict:
         return {"kind": self.kind, "config": to_dict(self.cfg), "model": to_dict(self.cfg.model),
-                "size": list(self.cfg.data.size), "classes": list(CLASS_NAMES)}
+                "size": list(self.cfg.data.size)}
 
 
 def train_synthesis(cfg: SynthesisConfig, resume: bool = False, progress: bool = True) -> dict:
@@ -207,10 +207,12 @@ def train_synthesis(cfg: SynthesisConfig, resume: bool = False, progress: bool =
     engine = Engine(SynthesisTask(cfg), cfg.train, cfg.out, config=cfg, progress=progress)
     summary = engine.fit(resume=resume)
     if engine.is_main and summary["finished"]:
-        from synboost.hub.checkpoint import load_model, save_model
+        from synboost.detectors.components import save_component
+        from synboost.hub.checkpoint import load_model
 
         sd, meta = load_model(summary["best"], SynthesisTask.kind)
         gen_sd = {k[len("generator."):]: v for k, v in sd.items() if k.startswith("generator.")}
-        out = save_model(Path(cfg.out) / "generator.safetensors", gen_sd, {**meta, "kind": "generator"})
+        extra = {k: v for k, v in meta.items() if k not in ("kind", "model", "classes", "synboost_version")}
+        out = save_component(Path(cfg.out) / "generator.safetensors", gen_sd, "generator", cfg.model, **extra)
         summary["generator"] = str(out)
     return summary

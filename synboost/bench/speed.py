@@ -114,8 +114,8 @@ def _official_size_stages(dev, dis_size=(256, 512), seg_backbone="resnet101", wi
     full-width dissimilarity network at ``dis_size``, VGG19 for the perceptual difference."""
     from synboost.config import DissimModelConfig, SynModelConfig
     from synboost.models.vgg import VGG19Pyramid
-    from synboost.networks import build_dissimilarity, build_generator
-    from synboost.pipeline import SynBoostDetector
+    from synboost.detectors.components import build_dissimilarity, build_generator
+    from synboost.detectors.synboost import SynBoostDetector
 
     seg = create_seg(seg_backbone).to(dev).eval()
     gen = build_generator(SynModelConfig(num_upsampling=6), dis_size).to(dev).eval()
@@ -140,8 +140,8 @@ def official_style_loop(det, image):
     import torch.nn.functional as F
 
     from synboost.models.generator import resynthesize
-    from synboost.perceptual import perceptual_difference
-    from synboost.pipeline import images_to_batch, imagenet_normalize01
+    from synboost.detectors.perceptual import perceptual_difference
+    from synboost.tensors import images_to_batch, imagenet_normalize01
 
     dev = det.device
     h, w = det.size
@@ -175,8 +175,8 @@ def _stage_times(det, images, dev) -> dict:
 
     from synboost import scores
     from synboost.models.generator import resynthesize
-    from synboost.perceptual import perceptual_difference
-    from synboost.pipeline import images_to_batch, imagenet_denormalize01, imagenet_normalize01, resize_maps
+    from synboost.detectors.perceptual import perceptual_difference
+    from synboost.tensors import images_to_batch, imagenet_denormalize01, imagenet_normalize01, resize_maps
 
     out = {}
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
@@ -273,7 +273,7 @@ def run_synthesis_benchmark(out_json: str | None = None, quick: bool = False, de
     512x1024, and of the official CC-FPSE generator at its 256x512: fp32, and bf16 / channels_last on CUDA."""
     from synboost.config import SynModelConfig
     from synboost.models.generator import resynthesize
-    from synboost.networks import build_ccfpse, build_generator
+    from synboost.detectors.components import build_ccfpse, build_generator
     from synboost.runtime import pick_device
 
     dev = pick_device(device)

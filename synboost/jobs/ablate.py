@@ -36,9 +36,9 @@ def training_key(name: str) -> str:
 
 def run_ablation(cfg: AblationConfig, resume: bool = True) -> dict:
     from synboost.data.kinds import open_dataset
-    from synboost.demo import _place, prepare_stages
-    from synboost.evaluation import evaluate
-    from synboost.pipeline import load_pipeline, write_pipeline_file
+    from synboost.jobs.stages import place_stages, prepare_stages
+    from synboost.jobs.evaluate import evaluate
+    from synboost.detectors.pipeline import load_pipeline, write_pipeline_file
     from synboost.runtime import pick_device
     from synboost.training.dissimilarity import prepare_samples, train_dissimilarity
 
@@ -49,7 +49,7 @@ def run_ablation(cfg: AblationConfig, resume: bool = True) -> dict:
         raise ConfigError(f"unknown ablation variants {unknown}; known: {', '.join(VARIANTS)}")
     out = Path(cfg.out)
     base = cfg.base
-    _place(base)
+    place_stages(base)
     save_config(cfg, out / "config.yaml")
     t0 = time.time()
     prepare_stages(base, resume, dissimilarity=False, pebal=False)

@@ -10,7 +10,7 @@ import numpy as np
 
 from synboost.data.io import write_json, write_text
 from synboost.errors import ConfigError, DataError
-from synboost.evaluation import (COMPONENT_COLUMNS, PIXEL_COLUMNS, combined_table, evaluate, markdown_table,
+from synboost.jobs.evaluate import (COMPONENT_COLUMNS, PIXEL_COLUMNS, combined_table, evaluate, markdown_table,
                                  write_combined)
 
 METRIC_KEYS = ("ap", "fpr95", "auroc", "siou", "ppv", "f1_mean")
@@ -92,7 +92,7 @@ def reproduce(cfg, progress: bool = True, echo=print) -> dict:
     """Run a :class:`~synboost.config.ReproduceConfig`: every dataset through the pipeline, the combined table in
     ``<out>/summary.md`` and ours beside the published numbers in ``<out>/reproduce.md`` / ``.json``."""
     from synboost.errors import CheckpointError
-    from synboost.pipeline import load_pipeline
+    from synboost.detectors.pipeline import load_pipeline
 
     if not cfg.pipeline:
         raise ConfigError("the reproduction config has no 'pipeline'; name a pipelines/*.yaml file")

@@ -1,15 +1,12 @@
-"""Detectors built from a pipeline file: a batch of RGB images in, one anomaly map per image out.
+"""The post-hoc detector: a segmenter plus one per-pixel score of its outputs, batched by image size.
 
-Inference, evaluation, the demo and the benchmarks all go through these detectors, so the numbers in a table
-are the numbers a user gets. A detector's ``__call__`` takes a list of RGB uint8 images (any sizes) and returns,
-per image, a dict of float32 maps at the image's size: ``anomaly`` (higher = more anomalous) for its method, plus
-``segmentation`` (train ids). ``score_all`` gives every post-hoc score from the same forward pass.
+A detector's ``__call__`` takes a list of RGB uint8 images (any sizes) and returns, per image, a dict of float32
+maps at the image's size: ``anomaly`` (higher = more anomalous) for its method, plus ``segmentation`` (train ids).
+``score_all`` gives every score the detector can compute from the same forward pass.
 """
 from __future__ import annotations
 
-import os
 from contextlib import nullcontext
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -17,23 +14,12 @@ import torch
 import torch.nn.functional as F
 
 from synboost import scores
-from synboost.config import PipelineConfig, from_dict, load_config
-from synboost.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from synboost.errors import CheckpointError, ConfigError
+from synboost.detectors.components import OUTLIER_METHODS, same_below_head
+from synboost.errors import ConfigError
 from synboost.models.density import DENSITY_METHODS, DensityScorer, FeatureTap
-from synboost.networks import (OUTLIER_METHODS, load_density, load_dissimilarity, load_generator, load_pebal,
-                               load_segmenter, perceptual_vgg, same_below_head)
+from synboost.tensors import images_to_batch
 
 POSTHOC_METHODS = ("msp", "maxlogit", "entropy", "energy", "sml", "mcdropout", "pebal")
-
-
-def images_to_batch(images: Sequence[np.ndarray], device, size=None) -> torch.Tensor:
-    """RGB uint8 images of one size -> normalised float batch on ``device`` (resized to ``size`` if given)."""
-    x = torch.from_numpy(np.stack(images)).to(device).permute(0, 3, 1, 2).float().div_(255)
-    if size:
-        x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
-    return imagenet_normalize01(x)
-
 
 def same_size_batches(images: Sequence[np.ndarray], batch_size: int):
     """``(shape, indices)`` of the images grouped by size, in chunks of ``batch_size``: each chunk is one tensor."""
@@ -220,154 +206,3 @@ class PosthocDetector:
 
     def score_all(self, images: Sequence[np.ndarray]) -> list[dict[str, np.ndarray]]:
         return self.run(images, self.methods)
-
-
-def _resolve(path: str, base: Path | None) -> str:
-    p = Path(path).expanduser()
-    if not p.is_absolute() and base is not None and not p.exists():
-        p = base / p
-    return str(p)
-
-
-def _checkpoint(path: str, what: str, verb: str, base: Path | None, command: str = "") -> str:
-    """A pipeline component: a checkpoint path (relative to the pipeline file) or a name of the weights manifest
-    (``synboost-segmenter``, ...; its imported file)."""
-    from synboost.hub.registry import resolve
-
-    if not path:
-        raise ConfigError(f"pipeline: '{what}' is empty; give the {what} checkpoint (a .safetensors file)")
-    p = _resolve(resolve(path), base)
-    if not Path(p).is_file():
-        how = f"make one with `{command}`" if command else f"train one with `synboost train {verb}`"
-        raise CheckpointError(f"{p}: {what} checkpoint not found ({how}, or fix '{what}' in the pipeline file)")
-    return p
-
-
-def build_detector(cfg: PipelineConfig, base: Path | None = None, device: str | None = None) -> PosthocDetector:
-    from synboost.runtime import pick_device
-
-    dev = pick_device(device or cfg.device)
-    model, sml = load_segmenter(_checkpoint(cfg.segmenter, "segmenter", "segmentation", base), dev)
-    pebal = load_pebal(_checkpoint(cfg.pebal, "pebal", "pebal", base), dev) if cfg.pebal else None
-    density = (load_density(_checkpoint(cfg.density, "density", "", base, "synboost fit density"),
-                            _checkpoint(cfg.segmenter, "segmenter", "segmentation", base), dev)
-               if cfg.density else None)
-    common = dict(input_size=cfg.input_size, batch_size=cfg.batch_size, mc_samples=cfg.mc_samples, device=dev,
-                  amp=cfg.amp, pebal_model=pebal, density=density, channels_last=cfg.channels_last)
-    if cfg.method not in SynBoostDetector.EXTRA and not cfg.dissimilarity:
-        return PosthocDetector(model, cfg.method, sml, **common)
-    gen = load_generator(_checkpoint(cfg.generator, "generator", "synthesis", base), dev)
-    dissim, meta = load_dissimilarity(_checkpoint(cfg.dissimilarity, "dissimilarity", "dissimilarity", base), dev)
-    vgg19 = perceptual_vgg(cfg.perceptual_vgg_pretrained, cfg.perceptual_vgg_path, dev)
-    return SynBoostDetector(model, gen, dissim, vgg19, meta["size"], sml, cfg.ensemble,
-                            cfg.ensemble_weights, cfg.method, **common)
-
-
-def load_pipeline(path: str | os.PathLike, overrides: Sequence[str] = (), device: str | None = None) -> PosthocDetector:
-    """``synboost.load_pipeline("runs/demo/pipeline.yaml")(images) -> [{"anomaly": ..., "segmentation": ...}]``."""
-    cfg = load_config(PipelineConfig, path, overrides)
-    return build_detector(cfg, Path(path).resolve().parent, device)
-
-
-def write_pipeline_file(path: str | os.PathLike, **fields) -> Path:
-    """Write a pipeline file (validated against :class:`PipelineConfig`)."""
-    from synboost.config import save_config
-
-    cfg = from_dict(PipelineConfig, fields)
-    return save_config(cfg, path)
-
-
-# ------------------------------------------------------------------------------------------------------ SynBoost
-
-
-def _imagenet_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    return (torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1),
-            torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1))
-
-
-def imagenet_normalize01(x: torch.Tensor) -> torch.Tensor:
-    """[0, 1] images -> ImageNet-normalised."""
-    mean, std = _imagenet_stats(x)
-    return (x - mean) / std
-
-
-def imagenet_denormalize01(x: torch.Tensor) -> torch.Tensor:
-    """ImageNet-normalised images -> [0, 1] (the inverse of :func:`imagenet_normalize01`, clamped)."""
-    mean, std = _imagenet_stats(x)
-    return (x * std + mean).clamp(0, 1)
-
-
-def dissimilarity_inputs(image01: torch.Tensor, labels: torch.Tensor, generator, vgg19, entropy=None,
-                         distance=None, priors: Sequence[str] = ("entropy", "perceptual", "distance")) -> dict:
-    """Everything the dissimilarity network takes, at the size of ``image01`` (B, 3, H, W) in [0, 1]:
-    the resynthesis of ``labels`` (B, H, W train ids; the generator's style comes from the image), both images
-    ImageNet-normalised, the one-hot label map, and the prior maps in the order of ``priors`` (entropy and
-    distance given by the caller, the perceptual difference computed here). Shared by training and inference."""
-    from synboost.models.generator import labels_to_onehot, resynthesize
-    from synboost.perceptual import perceptual_difference
-
-    size = tuple(image01.shape[-2:])
-    syn01 = resynthesize(generator, labels, image01)
-    if tuple(syn01.shape[-2:]) != size:
-        syn01 = F.interpolate(syn01, size=size, mode="bilinear", align_corners=False)
-    img_n, syn_n = imagenet_normalize01(image01), imagenet_normalize01(syn01)
-    maps = {"entropy": entropy, "distance": distance}
-    if "perceptual" in priors:
-        maps["perceptual"] = perceptual_difference(vgg19, img_n, syn_n)
-    pri = torch.stack([maps[p] for p in priors], 1).float() if priors else None
-    onehot = labels_to_onehot(labels.long(), 19).to(image01.dtype)
-    return {"image": img_n, "synthesis": syn_n, "onehot": onehot, "priors": pri, "synthesis01": syn01}
-
-
-def resize_maps(size, labels=None, maps: Sequence[torch.Tensor] = (), image=None):
-    """Labels nearest, float maps and images bilinear (antialiased when shrinking) to ``size``."""
-    size = tuple(size)
-    out = []
-    if labels is not None:
-        out.append(labels if tuple(labels.shape[-2:]) == size else
-                   F.interpolate(labels[:, None].float(), size=size, mode="nearest")[:, 0].long())
-    for m in maps:
-        out.append(m if tuple(m.shape[-2:]) == size else
-                   F.interpolate(m[:, None], size=size, mode="bilinear", align_corners=False, antialias=True)[:, 0])
-    if image is not None:
-        out.append(image if tuple(image.shape[-2:]) == size else
-                   F.interpolate(image, size=size, mode="bilinear", align_corners=False, antialias=True))
-    return out
-
-
-class SynBoostDetector(PosthocDetector):
-    """SynBoost: segmenter -> (label map, entropy, distance) -> resynthesis -> perceptual difference ->
-    dissimilarity network -> fused with the entropy (``ensemble``) -> anomaly map at the input size. The
-    post-hoc scores of the same segmenter pass come for free (``score_all``)."""
-
-    EXTRA = ("synboost", "dissimilarity")
-
-    def __init__(self, segmenter, generator, dissim, vgg19, size, sml_stats=None, ensemble: bool = True,
-                 ensemble_weights=(0.75, 0.25), method: str = "synboost", **kw):
-        super().__init__(segmenter, "entropy", sml_stats, **kw)
-        self._check(method, POSTHOC_METHODS + OUTLIER_METHODS + DENSITY_METHODS + self.EXTRA)
-        self.method = method
-        self.generator, self.dissim, self.vgg19 = generator, dissim, vgg19
-        self.size, self.ensemble, self.weights = tuple(size), ensemble, tuple(ensemble_weights)
-        self.set_channels_last(self.channels_last)
-
-    def _networks(self) -> list[torch.nn.Module]:
-        return super()._networks() + [m for m in (getattr(self, "generator", None), getattr(self, "dissim", None),
-                                                   getattr(self, "vgg19", None)) if m is not None]
-
-    @property
-    def methods(self) -> tuple[str, ...]:
-        return super().methods + self.EXTRA
-
-    def _maps(self, logits, methods, batch, pebal_logits=None, outputs=None):
-        out = super()._maps(logits, [m for m in methods if m not in self.EXTRA], batch, pebal_logits, outputs)
-        if not any(m in self.EXTRA for m in methods):
-            return out
-        image01 = imagenet_denormalize01(batch)
-        ent, dist = scores.synboost_entropy(logits), scores.synboost_distance(logits)
-        labels, ent, dist, image01 = resize_maps(self.size, logits.argmax(1), (ent, dist), image01)
-        inp = dissimilarity_inputs(image01, labels, self.generator, self.vgg19, ent, dist, self.dissim.priors)
-        p = F.softmax(self.dissim(inp["image"], inp["synthesis"], inp["onehot"], inp["priors"]).float(), 1)[:, 1]
-        out["dissimilarity"] = p
-        out["synboost"] = self.weights[0] * p + self.weights[1] * ent if self.ensemble else p
-        return out

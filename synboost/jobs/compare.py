@@ -80,8 +80,8 @@ def compare(rows: Sequence[Row], data: Sequence[str], out: str | os.PathLike | N
             progress: bool = True, max_images: int | None = None, echo=print) -> dict:
     """Evaluate every row on every dataset spec; returns (and writes) the table."""
     from synboost.data.kinds import open_dataset
-    from synboost.evaluation import dataset_names, evaluate
-    from synboost.pipeline import load_pipeline
+    from synboost.jobs.evaluate import dataset_names, evaluate
+    from synboost.detectors.pipeline import load_pipeline
 
     if not rows or not data:
         raise ConfigError("compare needs at least one pipeline row and one dataset")
@@ -174,14 +174,14 @@ def prepare_methods(cfg, resume: bool = True) -> list[Row]:
     import yaml
 
     from synboost.config import to_dict
-    from synboost.demo import _place, _stage_done, prepare_stages
-    from synboost.pipeline import write_pipeline_file
+    from synboost.jobs.stages import place_stages, prepare_stages, stage_done
+    from synboost.detectors.pipeline import write_pipeline_file
     from synboost.training.density import fit_density
     from synboost.training.dissimilarity import train_dissimilarity
     from synboost.training.outlier import train_outlier
 
     base, out = cfg.base, Path(cfg.out)
-    _place(base)
+    place_stages(base)
     _, ran = prepare_stages(base, resume)
     resume = resume and not ran  # a stage made here is reused only while the demo's stages it builds on are
     seg = str(Path(base.dissimilarity.segmenter).resolve())
@@ -194,7 +194,7 @@ def prepare_methods(cfg, resume: bool = True) -> list[Row]:
     res.model.priors, res.model.spade, res.data.void_anomalies = [], "none", False
     res.train.epochs = cfg.resynthesis_epochs or res.train.epochs
     print(f"Image Resynthesis: dissimilarity network without priors and SPADE, {res.train.epochs} epochs")
-    if not (resume and _stage_done(res, "dissimilarity.safetensors")):
+    if not (resume and stage_done(res, "dissimilarity.safetensors")):
         train_dissimilarity(res, resume=resume)
 
     den = copy.deepcopy(cfg.density)
@@ -212,7 +212,7 @@ def prepare_methods(cfg, resume: bool = True) -> list[Row]:
         oc.out, oc.segmenter = str(out / f"outlier-{m}"), seg
         oc.data.train, oc.data.val = f"synthetic:{base.world.out}@train", f"synthetic:{base.world.out}@val"
         print(f"re-training with outlier data: {oc.method}, the whole segmenter, {oc.train.epochs} epochs")
-        if not (resume and _stage_done(oc, "segmenter.safetensors")):
+        if not (resume and stage_done(oc, "segmenter.safetensors")):
             train_outlier(oc, resume=resume)
         retrained.append(f"{Path(oc.out) / 'pipeline.yaml'}:{oc.method}")
     common = dict(segmenter=seg, perceptual_vgg_pretrained=base.dissimilarity.perceptual_vgg_pretrained,

@@ -32,7 +32,7 @@ from synboost.errors import ConfigError, DataError, ImageReadError
 from synboost.metrics.components import PRESETS, ComponentMetrics
 from synboost.metrics.pixel import pixel_curve_two_pass
 from synboost.metrics.segmentation import ConfusionMatrix
-from synboost.submission import Submission, parse_formats, smiyc_dataset_name, write_validation_performance
+from synboost.jobs.submission import Submission, parse_formats, smiyc_dataset_name, write_validation_performance
 from synboost.viz import overlay, plot_curves, tile
 
 COMPONENT_CHOICES = ("auto", "anomaly", "obstacle", "off")
@@ -190,13 +190,16 @@ def _collect(detector, dataset, methods, store, writers, progress, max_images, e
     return cm, skipped, done, unlabelled, shown
 
 
-def evaluate(detector, dataset, methods: Sequence[str], out_dir: str | os.PathLike | None = None,
+def evaluate(detector, dataset, methods: Sequence[str] | None = None, out_dir: str | os.PathLike | None = None,
              dataset_name: str = "dataset", progress: bool = True, max_images: int | None = None,
              examples: int = 4, fpr_rule: str = "first_ge", components: str | bool | None = None,
              eval_size: Sequence[int] | None = None, submission: str | os.PathLike | None = None,
              formats: str | Sequence[str] | None = None, memory_gb: float = 4.0,
              curves: dict | None = None) -> dict:
     """Score ``dataset`` with every method in ``methods``; returns the report dict (also written if ``out_dir``).
+
+    ``detector``: a detector or a pipeline file; ``dataset``: a dataset or a spec ``KIND:DIR`` (see
+    :func:`synboost.data.kinds.open_dataset`); ``methods``: default the detector's own method.
 
     ``components``: see :func:`component_preset`. ``eval_size`` (H, W): score maps (area) and labels (nearest)
     resized before scoring (SynBoost's 256 x 512 protocol); default the labels' own size. ``submission``: a folder
@@ -209,7 +212,15 @@ def evaluate(detector, dataset, methods: Sequence[str], out_dir: str | os.PathLi
     from synboost.data.benchmarks import FishyscapesDataset
 
     t0 = time.time()
-    methods = list(methods)
+    if isinstance(detector, (str, os.PathLike)):
+        from synboost.detectors.pipeline import load_pipeline
+
+        detector = load_pipeline(detector)
+    if isinstance(dataset, str):
+        from synboost.data.kinds import open_dataset
+
+        dataset = open_dataset(dataset)
+    methods = list(methods) if methods is not None else [detector.method]
     preset = component_preset(dataset, components)
     fmts = parse_formats(formats) or (("fishyscapes",) if isinstance(dataset, FishyscapesDataset) else ("smiyc",))
     root = Path(submission) if submission else None

@@ -36,7 +36,7 @@ from tqdm import tqdm
 from synboost import viz
 from synboost.data.io import IMAGE_EXTENSIONS, list_images, read_image, write_image, write_json, write_npy, write_npz
 from synboost.errors import ConfigError, DataError, ImageReadError
-from synboost.submission import Submission, frame_id, guess_smiyc_dataset, parse_formats, write_output
+from synboost.jobs.submission import Submission, frame_id, guess_smiyc_dataset, parse_formats, write_output
 
 SAVE_OPTIONS = ("npy", "heatmap", "overlay", "segmentation")
 _WRITE_ORDER = ("segmentation", "heatmap", "overlay", "npy")  # the anomaly map last: it marks an image finished

@@ -1,0 +1,76 @@
+"""SynBoost's detector: segmenter -> resynthesis -> perceptual difference -> dissimilarity network -> fusion.
+
+:func:`dissimilarity_inputs` computes what the dissimilarity network takes; training and inference share it.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from synboost import scores
+from synboost.detectors.posthoc import POSTHOC_METHODS, PosthocDetector
+from synboost.models.density import DENSITY_METHODS
+from synboost.detectors.components import OUTLIER_METHODS
+from synboost.tensors import imagenet_denormalize01, imagenet_normalize01, resize_maps
+
+
+def dissimilarity_inputs(image01: torch.Tensor, labels: torch.Tensor, generator, vgg19, entropy=None,
+                         distance=None, priors: Sequence[str] = ("entropy", "perceptual", "distance")) -> dict:
+    """Everything the dissimilarity network takes, at the size of ``image01`` (B, 3, H, W) in [0, 1]:
+    the resynthesis of ``labels`` (B, H, W train ids; the generator's style comes from the image), both images
+    ImageNet-normalised, the one-hot label map, and the prior maps in the order of ``priors`` (entropy and
+    distance given by the caller, the perceptual difference computed here). Shared by training and inference."""
+    from synboost.models.generator import labels_to_onehot, resynthesize
+    from synboost.detectors.perceptual import perceptual_difference
+
+    size = tuple(image01.shape[-2:])
+    syn01 = resynthesize(generator, labels, image01)
+    if tuple(syn01.shape[-2:]) != size:
+        syn01 = F.interpolate(syn01, size=size, mode="bilinear", align_corners=False)
+    img_n, syn_n = imagenet_normalize01(image01), imagenet_normalize01(syn01)
+    maps = {"entropy": entropy, "distance": distance}
+    if "perceptual" in priors:
+        maps["perceptual"] = perceptual_difference(vgg19, img_n, syn_n)
+    pri = torch.stack([maps[p] for p in priors], 1).float() if priors else None
+    onehot = labels_to_onehot(labels.long(), 19).to(image01.dtype)
+    return {"image": img_n, "synthesis": syn_n, "onehot": onehot, "priors": pri, "synthesis01": syn01}
+
+
+class SynBoostDetector(PosthocDetector):
+    """SynBoost: segmenter -> (label map, entropy, distance) -> resynthesis -> perceptual difference ->
+    dissimilarity network -> fused with the entropy (``ensemble``) -> anomaly map at the input size. The
+    post-hoc scores of the same segmenter pass come for free (``score_all``)."""
+
+    EXTRA = ("synboost", "dissimilarity")
+
+    def __init__(self, segmenter, generator, dissim, vgg19, size, sml_stats=None, ensemble: bool = True,
+                 ensemble_weights=(0.75, 0.25), method: str = "synboost", **kw):
+        super().__init__(segmenter, "entropy", sml_stats, **kw)
+        self._check(method, POSTHOC_METHODS + OUTLIER_METHODS + DENSITY_METHODS + self.EXTRA)
+        self.method = method
+        self.generator, self.dissim, self.vgg19 = generator, dissim, vgg19
+        self.size, self.ensemble, self.weights = tuple(size), ensemble, tuple(ensemble_weights)
+        self.set_channels_last(self.channels_last)
+
+    def _networks(self) -> list[torch.nn.Module]:
+        return super()._networks() + [m for m in (getattr(self, "generator", None), getattr(self, "dissim", None),
+                                                   getattr(self, "vgg19", None)) if m is not None]
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        return super().methods + self.EXTRA
+
+    def _maps(self, logits, methods, batch, pebal_logits=None, outputs=None):
+        out = super()._maps(logits, [m for m in methods if m not in self.EXTRA], batch, pebal_logits, outputs)
+        if not any(m in self.EXTRA for m in methods):
+            return out
+        image01 = imagenet_denormalize01(batch)
+        ent, dist = scores.synboost_entropy(logits), scores.synboost_distance(logits)
+        labels, ent, dist, image01 = resize_maps(self.size, logits.argmax(1), (ent, dist), image01)
+        inp = dissimilarity_inputs(image01, labels, self.generator, self.vgg19, ent, dist, self.dissim.priors)
+        p = F.softmax(self.dissim(inp["image"], inp["synthesis"], inp["onehot"], inp["priors"]).float(), 1)[:, 1]
+        out["dissimilarity"] = p
+        out["synboost"] = self.weights[0] * p + self.weights[1] * ent if self.ensemble else p
+        return out

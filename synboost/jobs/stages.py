@@ -1,0 +1,99 @@
+"""Train or reuse the stages a job needs: the demo, the comparison table and the ablation share this.
+
+:func:`place_stages` derives every stage's folder and inputs from the job's output folder; :func:`stage_done`
+says whether a stage's folder holds a finished run of exactly its config; :func:`prepare_stages` runs the
+world and the training stages, each reused when already done with the same config.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from synboost.config import DemoConfig, to_dict
+
+
+def world_is_current(cfg) -> bool:
+    """The world folder holds a world of exactly this config (generator version, seed, size, splits)."""
+    meta_path = Path(cfg.out) / "synthetic_world.json"
+    if not meta_path.is_file():
+        return False
+    meta = json.loads(meta_path.read_text())
+    from synboost.data.synthetic import GENERATOR_VERSION, split_sizes
+
+    return (meta.get("version") == GENERATOR_VERSION and meta.get("seed") == cfg.seed
+            and meta.get("height") == cfg.height and meta.get("width") == cfg.width
+            and meta.get("splits") == split_sizes(cfg.n, cfg.val_fraction, cfg.test_fraction))
+
+
+def stage_done(cfg, product: str) -> bool:
+    """The stage's run folder holds a finished run of exactly this config and its product file."""
+    out = Path(cfg.out)
+    summary = out / "summary.json"
+    return ((out / product).is_file() and summary.is_file() and json.loads(summary.read_text()).get("finished")
+            and (out / "config.yaml").is_file()
+            and (out / "config.yaml").read_text() == yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def place_stages(cfg: DemoConfig) -> None:
+    """Every output of the demo lives under ``cfg.out``; the stages' folders and inputs are derived from it."""
+    out = Path(cfg.out)
+    cfg.world.out = str(out / "world")
+    train, val = f"synthetic:{cfg.world.out}@train", f"synthetic:{cfg.world.out}@val"
+    cfg.segmentation.out, cfg.synthesis.out = str(out / "segmentation"), str(out / "synthesis")
+    cfg.dissimilarity.out, cfg.pebal.out = str(out / "dissimilarity"), str(out / "pebal")
+    cfg.pebal.data.train, cfg.pebal.data.val = train, val
+    cfg.pebal.segmenter = str(out / "segmentation" / "segmenter.safetensors")
+    cfg.segmentation.data.train, cfg.segmentation.data.val = train, val
+    cfg.synthesis.data.train, cfg.synthesis.data.val = train, val
+    cfg.dissimilarity.data.train = train
+    cfg.dissimilarity.segmenter = str(out / "segmentation" / "segmenter.safetensors")
+    cfg.dissimilarity.generator = str(out / "synthesis" / "generator.safetensors")
+
+
+def run_step(title: str, done: bool, run: Callable[[], object], times: dict, key: str) -> bool:
+    """Run one step unless it is done; returns whether it ran (then every later step runs too)."""
+    print(title)
+    t = time.time()
+    if done:
+        print("      already done with this config, reused")
+    else:
+        run()
+    times[key] = time.time() - t
+    return not done
+
+
+def prepare_stages(cfg: DemoConfig, resume: bool = True, dissimilarity: bool = True,
+                   pebal: bool = True) -> tuple[dict, bool]:
+    """Steps 1-5 of the demo (world, segmentation, PEBAL, synthesis, dissimilarity), each reused when already
+    done with the same config; returns (seconds per step, whether anything upstream of the dissimilarity stage
+    ran)."""
+    from synboost.data.synthetic import write_world
+    from synboost.training.dissimilarity import train_dissimilarity
+    from synboost.training.pebal import train_pebal
+    from synboost.training.segmentation import train_segmentation
+    from synboost.training.synthesis import train_synthesis
+
+    times: dict[str, float] = {}
+    w, seg, syn, dis, peb = cfg.world, cfg.segmentation, cfg.synthesis, cfg.dissimilarity, cfg.pebal
+    ran = run_step(f"[1/6] synthetic world: {w.n} scenes of {w.height}x{w.width} -> {w.out}",
+                resume and world_is_current(w), lambda: write_world(w), times, "world")
+    ran |= run_step(f"[2/6] segmentation: DeepLabV3+ ({seg.model.backbone} trunk), {seg.train.epochs} epochs",
+                 resume and not ran and stage_done(seg, "segmenter.safetensors"),
+                 lambda: train_segmentation(seg, resume=resume and not ran), times, "segmentation")
+    if pebal:
+        run_step(f"[3/6] PEBAL: the segmenter's head with abstention and energy losses on AnomalyMix, "
+              f"{peb.train.epochs} epochs", resume and not ran and stage_done(peb, "pebal.safetensors"),
+              lambda: train_pebal(peb, resume=resume and not ran), times, "pebal")
+    ran_syn = run_step(f"[4/6] synthesis: SPADE generator at {syn.data.size[0]}x{syn.data.size[1]}, {syn.train.epochs} "
+                    "epochs", resume and not ran and stage_done(syn, "generator.safetensors"),
+                    lambda: train_synthesis(syn, resume=resume and not ran), times, "synthesis")
+    ran |= ran_syn
+    if dissimilarity:
+        run_step(f"[5/6] dissimilarity: anomaly data (label switching + void) and {dis.train.epochs} epochs",
+              resume and not ran and stage_done(dis, "dissimilarity.safetensors"),
+              lambda: train_dissimilarity(dis, resume=resume and not ran), times, "dissimilarity")
+    return times, ran
