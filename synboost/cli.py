@@ -96,8 +96,8 @@ def cmd_fit(a) -> None:
 def cmd_eval(a) -> None:
     if a.config:
         return _eval_config(a)
-    from synboost.jobs.evaluate import evaluate_many
     from synboost.detectors.pipeline import load_pipeline
+    from synboost.jobs.evaluate import evaluate_many
 
     ov = list(a.overrides)
     if a.segmenter:
@@ -159,8 +159,8 @@ def _detector_from_segmenter(ov):
 
 
 def cmd_infer(a) -> None:
-    from synboost.jobs.infer import run_folder_distributed
     from synboost.detectors.pipeline import load_pipeline
+    from synboost.jobs.infer import run_folder_distributed
 
     ov = list(a.overrides) + ([f"method={a.method}"] if a.method else [])
     det = load_pipeline(a.pipeline, ov)
@@ -179,9 +179,9 @@ def cmd_infer(a) -> None:
 
 
 def cmd_synthesize(a) -> None:
+    from synboost.detectors.components import load_generator
     from synboost.jobs.infer import synthesize_folder
     from synboost.runtime import pick_device
-    from synboost.detectors.components import load_generator
 
     gen = load_generator(a.generator, pick_device(a.device))
     rep = synthesize_folder(gen, a.labels, a.out, a.images)
@@ -197,8 +197,8 @@ def cmd_demo(a) -> None:
 
 
 def cmd_ablate(a) -> None:
-    from synboost.jobs.ablate import run_ablation
     from synboost.config import AblationConfig, load_config
+    from synboost.jobs.ablate import run_ablation
 
     run_ablation(load_config(AblationConfig, a.config, a.overrides), resume=not a.fresh)
 

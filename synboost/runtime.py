@@ -23,3 +23,86 @@ def pick_device(spec: str = "auto", local_rank: int | None = None) -> torch.devi
     if not torch.cuda.is_available():
         raise SynboostError("device 'cuda' asked for but no CUDA device is visible; use device=auto or cpu")
     return torch.device("cuda", local_rank)
+
+
+class FolderLock:
+    """An output folder held by one live run: ``with FolderLock(out, "infer"): ...``.
+
+    The lock is ``<out>/.synboost.lock``, holding the holder's host, pid and verb. A second run into a folder
+    whose holder is alive refuses with one line; a lock left by a dead process (same host, pid gone) is taken
+    over with a note. Under torchrun only rank 0 holds it. Released on exit, also on errors and Ctrl-C."""
+
+    NAME = ".synboost.lock"
+
+    def __init__(self, folder: str | os.PathLike, verb: str):
+        from pathlib import Path
+
+        self.path = Path(folder) / self.NAME
+        self.verb = verb
+        self.held = False
+
+    @staticmethod
+    def _alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def acquire(self) -> "FolderLock":
+        """Take the lock, or raise a :class:`SynboostError` naming the live holder."""
+        import json
+        import socket
+        import sys
+
+        if dist_info()[1] != 0:
+            return self
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        me = {"host": socket.gethostname(), "pid": os.getpid(), "verb": self.verb}
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                try:
+                    other = json.loads(self.path.read_text() or "{}")
+                except (OSError, ValueError):
+                    other = {}
+                pid = int(other.get("pid", 0) or 0)
+                same_host = other.get("host") == me["host"]
+                if pid and same_host and self._alive(pid):
+                    raise SynboostError(
+                        f"{self.path.parent}: another run ({other.get('verb', '?')}, pid {pid}) is writing into this "
+                        f"folder; wait for it, stop it, or give another output folder") from None
+                if pid and not same_host:
+                    raise SynboostError(
+                        f"{self.path.parent}: held by a run on host {other.get('host')} (pid {pid}); if that run is "
+                        f"gone, delete {self.path}") from None
+                print(f"note: {self.path.parent}: taking over the lock of a run that is gone "
+                      f"({other.get('verb', '?')}, pid {pid or '?'})", file=sys.stderr)
+                try:
+                    self.path.unlink()
+                except FileNotFoundError:
+                    pass
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+            self.held = True
+            return self
+        raise SynboostError(f"{self.path}: could not take the folder lock; delete it if no run is writing there")
+
+    def release(self) -> None:
+        """Drop the lock (only if this process holds it)."""
+        if self.held:
+            try:
+                self.path.unlink()
+            except FileNotFoundError:
+                pass
+            self.held = False
+
+    def __enter__(self) -> "FolderLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()

@@ -43,9 +43,8 @@ def stages(tmp_path_factory):
     import torch
 
     from synboost.config import DissimModelConfig, SegModelConfig, SynModelConfig
-    from synboost.detectors.components import save_component
+    from synboost.detectors.components import build_dissimilarity, build_generator, save_component
     from synboost.models import create_model
-    from synboost.detectors.components import build_dissimilarity, build_generator
 
     d = tmp_path_factory.mktemp("stages")
     torch.manual_seed(0)

@@ -1,9 +1,9 @@
 import pytest
 
-from synboost.jobs.ablate import VARIANTS, ablation_table
 from synboost.config import AblationConfig, DissimModelConfig, load_config
-from synboost.errors import ConfigError
 from synboost.detectors.components import build_dissimilarity
+from synboost.errors import ConfigError
+from synboost.jobs.ablate import VARIANTS, ablation_table
 
 
 def test_every_default_variant_is_known_and_builds():

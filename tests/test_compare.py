@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from synboost.jobs.compare import compare, compare_table, parse_rows
 from synboost.errors import ConfigError
+from synboost.jobs.compare import compare, compare_table, parse_rows
 
 
 def test_row_specs():
@@ -20,8 +20,8 @@ def test_row_specs():
 
 def test_table_rows_equal_evaluate(tiny_world, tiny_segmenter, tmp_path):
     from synboost.data.kinds import open_dataset
-    from synboost.jobs.evaluate import evaluate
     from synboost.detectors.pipeline import load_pipeline
+    from synboost.jobs.evaluate import evaluate
 
     pipe = tiny_segmenter["pipeline"]  # method entropy
     rows = parse_rows([pipe, f"{pipe}:msp,energy", f"{pipe}:sml"])

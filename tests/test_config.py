@@ -45,8 +45,15 @@ def test_every_shipped_config_loads():
     from synboost.config import PipelineConfig
 
     root = Path(__file__).resolve().parents[1]
-    from synboost.config import (AblationConfig, CompareConfig, DensityConfig, DissimilarityConfig,
-                                 OutlierTrainingConfig, PebalConfig, SynthesisConfig)
+    from synboost.config import (
+        AblationConfig,
+        CompareConfig,
+        DensityConfig,
+        DissimilarityConfig,
+        OutlierTrainingConfig,
+        PebalConfig,
+        SynthesisConfig,
+    )
 
     schemas = {"segmentation": SegmentationConfig, "synthesis": SynthesisConfig, "dissimilarity": DissimilarityConfig,
                "ablation": AblationConfig, "data": SyntheticWorldConfig, "pebal": PebalConfig,

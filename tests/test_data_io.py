@@ -2,7 +2,7 @@ import cv2
 import numpy as np
 import pytest
 
-from synboost.data.io import read_image, read_label, write_image, write_json, atomic_path
+from synboost.data.io import atomic_path, read_image, read_label, write_image, write_json
 from synboost.data.labels import CLASS_NAMES, ID_TO_TRAIN_ID, TRAIN_ID_TO_ID, colorize, ids_to_train_ids
 from synboost.errors import ImageReadError
 

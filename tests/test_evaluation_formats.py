@@ -9,12 +9,12 @@ import pytest
 
 from synboost.cli import main
 from synboost.config import ReproduceConfig, load_config
-from synboost.detectors.pipeline import read_pipeline
 from synboost.data.kinds import open_dataset
+from synboost.detectors.pipeline import read_pipeline
 from synboost.jobs.evaluate import combined_table, component_preset, evaluate, evaluate_many
 from synboost.jobs.reproduce import METRIC_KEYS
-from synboost.metrics import PRESETS, ComponentMetrics, pixel_curve
 from synboost.jobs.submission import read_smiyc
+from synboost.metrics import PRESETS, ComponentMetrics, pixel_curve
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs" / "reproduce").glob("*.yaml"))
@@ -210,8 +210,8 @@ def test_several_benchmarks_one_combined_table(tmp_path):
 def tiny_pipeline(tmp_path):
     from synboost.config import SegModelConfig
     from synboost.detectors.components import save_component
-    from synboost.models import create_model
     from synboost.detectors.pipeline import write_pipeline_file
+    from synboost.models import create_model
 
     m = SegModelConfig(backbone="tiny", pretrained=False, aspp_dim=8, decoder_dim=8, width=4)
     net = create_model("deeplabv3plus", backbone="tiny", aspp_dim=8, decoder_dim=8, width=4)

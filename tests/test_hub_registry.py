@@ -12,8 +12,8 @@ import torch
 import yaml
 
 from synboost.errors import CheckpointError, ConfigError
-from synboost.importers import IMPORTERS
 from synboost.hub import registry
+from synboost.importers import IMPORTERS
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 

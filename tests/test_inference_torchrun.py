@@ -13,8 +13,8 @@ import torch
 
 from synboost.config import SegModelConfig
 from synboost.detectors.components import save_component
-from synboost.models import create_model
 from synboost.detectors.pipeline import write_pipeline_file
+from synboost.models import create_model
 
 
 def _infer(argv, env, nproc=None, port=29541):

@@ -2,8 +2,16 @@ import numpy as np
 import pytest
 import torch
 
-from synboost.losses.gan import (GANLossWeights, discriminator_losses, feature_matching_loss, generator_losses,
-                                 hinge_d_loss, hinge_g_loss, kld_loss, vgg_loss)
+from synboost.losses.gan import (
+    GANLossWeights,
+    discriminator_losses,
+    feature_matching_loss,
+    generator_losses,
+    hinge_d_loss,
+    hinge_g_loss,
+    kld_loss,
+    vgg_loss,
+)
 from synboost.models import create_model
 from synboost.models.vgg import VGG19Pyramid
 

@@ -7,8 +7,7 @@ from scipy.special import digamma, expit, gammaln, log_softmax, softmax
 
 from synboost import scores
 from synboost.data.anomalies import OUTLIER
-from synboost.losses.outlier import (dirichlet_kl, dirichlet_loss, dirichlet_targets, outlier_head_loss,
-                                     void_loss)
+from synboost.losses.outlier import dirichlet_kl, dirichlet_loss, dirichlet_targets, outlier_head_loss, void_loss
 
 
 def kl_reference(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -4,8 +4,17 @@ import pytest
 import torch
 from scipy.ndimage import gaussian_filter
 
-from synboost.losses.pebal import (OUTLIER, PebalWeights, abstention_payoff, energy_margin_loss, inlier_energy,
-                                   pal_loss, pebal_loss, smoothness, sparsity)
+from synboost.losses.pebal import (
+    OUTLIER,
+    PebalWeights,
+    abstention_payoff,
+    energy_margin_loss,
+    inlier_energy,
+    pal_loss,
+    pebal_loss,
+    smoothness,
+    sparsity,
+)
 
 K = 19
 

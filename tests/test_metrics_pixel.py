@@ -10,13 +10,13 @@ from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 from synboost.errors import ConfigError, DataError
 from synboost.metrics import pixel, streaming
-from synboost.metrics.streaming import StreamingPixelMetrics
 from synboost.metrics.pixel import (
     FPR_RULES,
     pixel_curve,
     pixel_metrics,
     pixel_metrics_two_pass,
 )
+from synboost.metrics.streaming import StreamingPixelMetrics
 
 RULES = list(FPR_RULES)
 TOL = 1e-9

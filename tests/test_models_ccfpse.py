@@ -5,13 +5,13 @@ import pytest
 import torch
 
 from synboost.data.labels import TRAIN_ID_TO_ID
+from synboost.detectors.components import build_ccfpse, load_generator
 from synboost.errors import CheckpointError
 from synboost.hub.checkpoint import read_meta, save_model
 from synboost.importers.ccfpse import import_ccfpse
 from synboost.models import create_model, list_models
 from synboost.models.ccfpse import CCFPSEGenerator, label_id_input
 from synboost.models.generator import generator_input, resynthesize
-from synboost.detectors.components import build_ccfpse, load_generator
 
 # Read off the official code (image_synthesis/models/networks/{generator,architecture,condconv,normalization,
 # encoder}.py) for the released Cityscapes options (ngf 64, semantic_nc 36, z_dim 256, 'more', 256x512):

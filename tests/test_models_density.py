@@ -4,8 +4,16 @@ import numpy as np
 import pytest
 import torch
 
-from synboost.models.density import (DENSITY_METHODS, DensityScorer, FeatureTap, GaussianDensity, KNNBank,
-                                     fit_logistic, pixels, resize_mask)
+from synboost.models.density import (
+    DENSITY_METHODS,
+    DensityScorer,
+    FeatureTap,
+    GaussianDensity,
+    KNNBank,
+    fit_logistic,
+    pixels,
+    resize_mask,
+)
 
 
 def _data(n=3000, d=12, seed=0):

@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch import nn
 
+from synboost.detectors.perceptual import build_lpips, lpips_map, perceptual_difference
 from synboost.errors import CheckpointError
 from synboost.models.vgg import VGG16Encoder, VGG19Pyramid, load_imagenet_vgg
-from synboost.detectors.perceptual import build_lpips, lpips_map, perceptual_difference
 
 H, W = 64, 128
 KEYS_FILE = Path("/work/shared/design/synboost-dissim-keys.txt")

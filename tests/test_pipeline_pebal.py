@@ -5,11 +5,11 @@ import torch
 
 from synboost import scores
 from synboost.config import SegModelConfig, to_dict
-from synboost.errors import CheckpointError, ConfigError
 from synboost.detectors.components import save_component
+from synboost.detectors.pipeline import load_pipeline, write_pipeline_file
+from synboost.errors import CheckpointError, ConfigError
 from synboost.models import create_model
 from synboost.tensors import images_to_batch
-from synboost.detectors.pipeline import load_pipeline, write_pipeline_file
 
 KW = dict(backbone="tiny", aspp_dim=16, decoder_dim=16, width=8)
 

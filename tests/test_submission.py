@@ -156,8 +156,8 @@ def test_cli_infer_format(tmp_path, capsys):
     from synboost.cli import main
     from synboost.config import SegModelConfig
     from synboost.detectors.components import save_component
-    from synboost.models import create_model
     from synboost.detectors.pipeline import write_pipeline_file
+    from synboost.models import create_model
 
     m = SegModelConfig(backbone="tiny", pretrained=False, aspp_dim=8, decoder_dim=8, width=4)
     net = create_model("deeplabv3plus", backbone="tiny", aspp_dim=8, decoder_dim=8, width=4)

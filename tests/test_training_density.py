@@ -10,7 +10,6 @@ import torch
 from synboost.config import DensityConfig, load_config
 from synboost.models.density import DENSITY_METHODS
 
-
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -33,9 +32,9 @@ def fitted(tiny_world, tiny_segmenter, tmp_path_factory):
 
 def test_fit_density_beats_chance_on_held_out_anomaly_scenes(tiny_world, fitted):
     from synboost.data.kinds import open_dataset
-    from synboost.jobs.evaluate import evaluate
-    from synboost.hub.checkpoint import load_model
     from synboost.detectors.pipeline import load_pipeline
+    from synboost.hub.checkpoint import load_model
+    from synboost.jobs.evaluate import evaluate
 
     s, seconds = fitted
     assert seconds < 30, seconds
@@ -66,8 +65,8 @@ def test_density_scores_come_from_the_segmenter_pass(tiny_world, fitted):
     from synboost.config import PipelineConfig
     from synboost.data.kinds import open_dataset
     from synboost.detectors.components import load_segmenter
-    from synboost.detectors.posthoc import PosthocDetector
     from synboost.detectors.pipeline import load_pipeline
+    from synboost.detectors.posthoc import PosthocDetector
 
     s, _ = fitted
     det = load_pipeline(s["pipeline"])
@@ -85,10 +84,10 @@ def test_density_scores_come_from_the_segmenter_pass(tiny_world, fitted):
 
 def test_density_cli_and_errors(tiny_world, tiny_segmenter, fitted, tmp_path):
     from synboost.cli import main
-    from synboost.errors import CheckpointError, ConfigError
-    from synboost.hub.checkpoint import save_model
     from synboost.detectors.components import load_density
     from synboost.detectors.pipeline import load_pipeline
+    from synboost.errors import CheckpointError, ConfigError
+    from synboost.hub.checkpoint import save_model
     from synboost.training.density import fit_density
 
     s, _ = fitted

@@ -3,11 +3,11 @@ import json
 
 import pytest
 import torch
-
 from conftest import logged_steps, torchrun_cli
+
 from synboost.config import SynModelConfig
-from synboost.hub.checkpoint import load_model
 from synboost.detectors.components import build_generator, save_component
+from synboost.hub.checkpoint import load_model
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")

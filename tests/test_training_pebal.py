@@ -3,8 +3,8 @@ import json
 
 import numpy as np
 import torch
-
 from conftest import logged_steps, torchrun_cli
+
 from synboost.config import PebalConfig, load_config
 from synboost.hub.checkpoint import load_model
 
@@ -20,8 +20,8 @@ def _cfg(world, segmenter, out, *extra):
 
 def test_pebal_beats_the_plain_energy_on_held_out_anomaly_scenes(tiny_world, tiny_segmenter, tmp_path):
     from synboost.data.kinds import open_dataset
-    from synboost.jobs.evaluate import evaluate
     from synboost.detectors.pipeline import load_pipeline
+    from synboost.jobs.evaluate import evaluate
     from synboost.training.pebal import train_pebal
 
     seg = tiny_segmenter["segmenter"]
@@ -70,8 +70,8 @@ def test_pebal_resumes_and_refuses_the_wrong_checkpoint(tiny_world, tiny_segment
 
 
 def test_anomaly_mix_training_set_is_deterministic_per_epoch(tiny_world):
-    from synboost.data.kinds import open_dataset
     from synboost.data.anomalies import OUTLIER
+    from synboost.data.kinds import open_dataset
     from synboost.training.pebal import AnomalyMixTrainSet, open_outliers
 
     cfg = _cfg(tiny_world, "unused", "unused", "data.mix_ratio=0.5")

@@ -4,7 +4,6 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from conftest import logged_steps, torchrun_cli
 from conftest import seg_config as _cfg
 
@@ -34,8 +33,8 @@ def test_trained_segmenter_beats_chance_and_baselines_find_anomalies(tiny_world,
     """A small segmenter trained for a few CPU-minutes: mIoU floor on held-out scenes, and every post-hoc
     baseline ranks anomaly pixels above the anomaly pixel ratio (the AP of a random score)."""
     from synboost.data.kinds import open_dataset
-    from synboost.jobs.evaluate import evaluate
     from synboost.detectors.pipeline import load_pipeline
+    from synboost.jobs.evaluate import evaluate
 
     s = tiny_segmenter
     miou = s["val"]["score"]

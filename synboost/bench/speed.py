@@ -113,9 +113,9 @@ def _official_size_stages(dev, dis_size=(256, 512), seg_backbone="resnet101", wi
     ``resnet101`` OS8 as a lighter stand-in), the SPADE generator (ngf 64, VAE, 6 up-samplings) and the
     full-width dissimilarity network at ``dis_size``, VGG19 for the perceptual difference."""
     from synboost.config import DissimModelConfig, SynModelConfig
-    from synboost.models.vgg import VGG19Pyramid
     from synboost.detectors.components import build_dissimilarity, build_generator
     from synboost.detectors.synboost import SynBoostDetector
+    from synboost.models.vgg import VGG19Pyramid
 
     seg = create_seg(seg_backbone).to(dev).eval()
     gen = build_generator(SynModelConfig(num_upsampling=6), dis_size).to(dev).eval()
@@ -139,9 +139,9 @@ def official_style_loop(det, image):
     import numpy as np
     import torch.nn.functional as F
 
-    from synboost.models.generator import resynthesize
     from synboost.detectors.perceptual import perceptual_difference
-    from synboost.tensors import images_to_batch, imagenet_normalize01
+    from synboost.models.generator import resynthesize
+    from synboost.tensors import imagenet_normalize01, images_to_batch
 
     dev = det.device
     h, w = det.size
@@ -174,9 +174,9 @@ def _stage_times(det, images, dev) -> dict:
     import torch.nn.functional as F
 
     from synboost import scores
-    from synboost.models.generator import resynthesize
     from synboost.detectors.perceptual import perceptual_difference
-    from synboost.tensors import images_to_batch, imagenet_denormalize01, imagenet_normalize01, resize_maps
+    from synboost.models.generator import resynthesize
+    from synboost.tensors import imagenet_denormalize01, imagenet_normalize01, images_to_batch, resize_maps
 
     out = {}
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
@@ -272,8 +272,8 @@ def run_synthesis_benchmark(out_json: str | None = None, quick: bool = False, de
     """Resynthesis images/s of the official-size SPADE generator (ngf 64, VAE, 6 up-samplings) at 256x512 and
     512x1024, and of the official CC-FPSE generator at its 256x512: fp32, and bf16 / channels_last on CUDA."""
     from synboost.config import SynModelConfig
-    from synboost.models.generator import resynthesize
     from synboost.detectors.components import build_ccfpse, build_generator
+    from synboost.models.generator import resynthesize
     from synboost.runtime import pick_device
 
     dev = pick_device(device)

@@ -24,10 +24,15 @@ from typing import Any, Sequence
 
 import yaml
 
-from synboost.config import (PipelineComponents, PipelineConfig, PipelineDefaults, PipelineScore, from_dict,
-                             merge_config)
-from synboost.detectors.components import (load_density, load_dissimilarity, load_generator, load_pebal,
-                                           load_segmenter, perceptual_vgg)
+from synboost.config import PipelineComponents, PipelineConfig, PipelineDefaults, PipelineScore, from_dict, merge_config
+from synboost.detectors.components import (
+    load_density,
+    load_dissimilarity,
+    load_generator,
+    load_pebal,
+    load_segmenter,
+    perceptual_vgg,
+)
 from synboost.detectors.posthoc import PosthocDetector
 from synboost.detectors.synboost import SynBoostDetector
 from synboost.errors import CheckpointError, ConfigError

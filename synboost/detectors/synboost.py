@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from synboost import scores
+from synboost.detectors.components import OUTLIER_METHODS
 from synboost.detectors.posthoc import POSTHOC_METHODS, PosthocDetector
 from synboost.models.density import DENSITY_METHODS
-from synboost.detectors.components import OUTLIER_METHODS
 from synboost.tensors import imagenet_denormalize01, imagenet_normalize01, resize_maps
 
 
@@ -22,8 +22,8 @@ def dissimilarity_inputs(image01: torch.Tensor, labels: torch.Tensor, generator,
     the resynthesis of ``labels`` (B, H, W train ids; the generator's style comes from the image), both images
     ImageNet-normalised, the one-hot label map, and the prior maps in the order of ``priors`` (entropy and
     distance given by the caller, the perceptual difference computed here). Shared by training and inference."""
-    from synboost.models.generator import labels_to_onehot, resynthesize
     from synboost.detectors.perceptual import perceptual_difference
+    from synboost.models.generator import labels_to_onehot, resynthesize
 
     size = tuple(image01.shape[-2:])
     syn01 = resynthesize(generator, labels, image01)

@@ -18,9 +18,9 @@ from typing import Any, Mapping
 
 import torch
 
+from synboost.detectors.components import build_ccfpse, save_component
 from synboost.errors import CheckpointError
 from synboost.hub.checkpoint import few, key_mismatch, load_foreign, load_into
-from synboost.detectors.components import build_ccfpse, save_component
 
 RELEASED_SIZE = (256, 512)
 

@@ -40,8 +40,8 @@ from typing import Any, Callable, Mapping
 import torch
 
 from synboost.config import DissimModelConfig, SegModelConfig
-from synboost.errors import CheckpointError
 from synboost.detectors.components import save_component
+from synboost.errors import CheckpointError
 from synboost.hub.checkpoint import load_foreign, load_into
 from synboost.models import create_model
 

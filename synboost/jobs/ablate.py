@@ -36,9 +36,9 @@ def training_key(name: str) -> str:
 
 def run_ablation(cfg: AblationConfig, resume: bool = True) -> dict:
     from synboost.data.kinds import open_dataset
-    from synboost.jobs.stages import place_stages, prepare_stages
-    from synboost.jobs.evaluate import evaluate
     from synboost.detectors.pipeline import load_pipeline, write_pipeline_file
+    from synboost.jobs.evaluate import evaluate
+    from synboost.jobs.stages import place_stages, prepare_stages
     from synboost.runtime import pick_device
     from synboost.training.dissimilarity import prepare_samples, train_dissimilarity
 

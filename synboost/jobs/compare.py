@@ -80,8 +80,8 @@ def compare(rows: Sequence[Row], data: Sequence[str], out: str | os.PathLike | N
             progress: bool = True, max_images: int | None = None, echo=print) -> dict:
     """Evaluate every row on every dataset spec; returns (and writes) the table."""
     from synboost.data.kinds import open_dataset
-    from synboost.jobs.evaluate import dataset_names, evaluate
     from synboost.detectors.pipeline import load_pipeline
+    from synboost.jobs.evaluate import dataset_names, evaluate
 
     if not rows or not data:
         raise ConfigError("compare needs at least one pipeline row and one dataset")
@@ -174,8 +174,8 @@ def prepare_methods(cfg, resume: bool = True) -> list[Row]:
     import yaml
 
     from synboost.config import to_dict
-    from synboost.jobs.stages import place_stages, prepare_stages, stage_done
     from synboost.detectors.pipeline import write_pipeline_file
+    from synboost.jobs.stages import place_stages, prepare_stages, stage_done
     from synboost.training.density import fit_density
     from synboost.training.dissimilarity import train_dissimilarity
     from synboost.training.outlier import train_outlier

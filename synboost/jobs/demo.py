@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+
 from synboost.config import DemoConfig, save_config, to_dict
 from synboost.data.io import write_json, write_text
 from synboost.jobs.stages import place_stages, prepare_stages
@@ -27,8 +28,8 @@ def _shrink(cfg: DemoConfig) -> None:
 
 def run_demo(cfg: DemoConfig, quick: bool = False, resume: bool = True) -> dict:
     from synboost.data.kinds import open_dataset
-    from synboost.jobs.evaluate import evaluate, markdown_table
     from synboost.detectors.pipeline import load_pipeline
+    from synboost.jobs.evaluate import evaluate, markdown_table
 
     if quick:
         _shrink(cfg)

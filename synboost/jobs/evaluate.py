@@ -29,10 +29,10 @@ from tqdm import tqdm
 
 from synboost.data.io import write_image, write_json, write_npy, write_text
 from synboost.errors import ConfigError, DataError, ImageReadError
+from synboost.jobs.submission import Submission, parse_formats, smiyc_dataset_name, write_validation_performance
 from synboost.metrics.components import PRESETS, ComponentMetrics
 from synboost.metrics.pixel import pixel_curve_two_pass
 from synboost.metrics.segmentation import ConfusionMatrix
-from synboost.jobs.submission import Submission, parse_formats, smiyc_dataset_name, write_validation_performance
 from synboost.viz import overlay, plot_curves, tile
 
 COMPONENT_CHOICES = ("auto", "anomaly", "obstacle", "off")

@@ -10,8 +10,14 @@ import numpy as np
 
 from synboost.data.io import write_json, write_text
 from synboost.errors import ConfigError, DataError
-from synboost.jobs.evaluate import (COMPONENT_COLUMNS, PIXEL_COLUMNS, combined_table, evaluate, markdown_table,
-                                 write_combined)
+from synboost.jobs.evaluate import (
+    COMPONENT_COLUMNS,
+    PIXEL_COLUMNS,
+    combined_table,
+    evaluate,
+    markdown_table,
+    write_combined,
+)
 
 METRIC_KEYS = ("ap", "fpr95", "auroc", "siou", "ppv", "f1_mean")
 _METRIC_TITLES = dict(PIXEL_COLUMNS + COMPONENT_COLUMNS)
@@ -91,8 +97,8 @@ def reproduction_table(cfg, rows: Sequence[dict]) -> str:
 def reproduce(cfg, progress: bool = True, echo=print) -> dict:
     """Run a :class:`~synboost.config.ReproduceConfig`: every dataset through the pipeline, the combined table in
     ``<out>/summary.md`` and ours beside the published numbers in ``<out>/reproduce.md`` / ``.json``."""
-    from synboost.errors import CheckpointError
     from synboost.detectors.pipeline import load_pipeline
+    from synboost.errors import CheckpointError
 
     if not cfg.pipeline:
         raise ConfigError("the reproduction config has no 'pipeline'; name a pipelines/*.yaml file")

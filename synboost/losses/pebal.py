@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
 from synboost.data.labels import IGNORE
 from synboost.scores import energy as free_energy
 from synboost.scores import gaussian_blur

@@ -11,8 +11,8 @@ from synboost.metrics.pixel import (
     pixel_metrics,
     pixel_metrics_two_pass,
 )
-from synboost.metrics.streaming import BoundedPixelMetrics, StreamingPixelMetrics
 from synboost.metrics.segmentation import ConfusionMatrix, SegmentationResult
+from synboost.metrics.streaming import BoundedPixelMetrics, StreamingPixelMetrics
 
 __all__ = [
     "FPR_RULES",

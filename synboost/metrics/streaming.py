@@ -14,13 +14,13 @@ from numpy.typing import ArrayLike, DTypeLike
 
 from synboost.errors import ConfigError, DataError
 from synboost.metrics.pixel import (
-    PixelMetrics,
-    PixelCurve,
+    TPR_LEVEL,
     Curves,
     FprRule,
-    TPR_LEVEL,
-    _check_rule,
+    PixelCurve,
+    PixelMetrics,
     _check_dtype,
+    _check_rule,
     _flat_pair,
 )
 

@@ -29,10 +29,10 @@ from synboost.config import DissimilarityConfig, to_dict
 from synboost.data.anomalies import paste, switch_instances, void_mask
 from synboost.data.kinds import open_dataset
 from synboost.data.labels import ID_TO_TRAIN_ID, IGNORE
-from synboost.errors import ConfigError
-from synboost.metrics.pixel import pixel_metrics
 from synboost.detectors.components import build_dissimilarity, load_generator, load_segmenter, perceptual_vgg
 from synboost.detectors.synboost import dissimilarity_inputs
+from synboost.errors import ConfigError
+from synboost.metrics.pixel import pixel_metrics
 from synboost.tensors import images_to_batch, resize_maps
 from synboost.training.engine import Engine, SeededDataset, publish_run
 

@@ -31,10 +31,10 @@ from tqdm import tqdm
 
 from synboost.config import LoopConfig, save_config
 from synboost.data.io import write_json
-from synboost.errors import SynboostError
-from synboost.runtime import dist_info, pick_device
 from synboost.detectors.components import save_component
+from synboost.errors import SynboostError
 from synboost.hub.checkpoint import load_into, load_model, load_state, read_meta, save_state
+from synboost.runtime import dist_info, pick_device
 
 
 class Task(Protocol):

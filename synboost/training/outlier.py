@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from synboost.config import OutlierTrainingConfig, SegModelConfig, SegmentationConfig, from_dict, to_dict
+from synboost.config import OutlierTrainingConfig, SegmentationConfig, SegModelConfig, from_dict, to_dict
 from synboost.data.anomalies import OUTLIER, void_mask
 from synboost.data.kinds import open_dataset
 from synboost.data.labels import CLASS_NAMES, IGNORE

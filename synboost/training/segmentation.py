@@ -15,8 +15,8 @@ from synboost.config import SegmentationConfig, to_dict
 from synboost.data.kinds import open_dataset
 from synboost.data.labels import CLASS_NAMES, IGNORE
 from synboost.data.transforms import augment, resize_pair, to_chw_float
-from synboost.metrics.segmentation import ConfusionMatrix
 from synboost.detectors.components import build_segmenter
+from synboost.metrics.segmentation import ConfusionMatrix
 from synboost.training.engine import Engine, SeededDataset, poly_schedule
 
 
@@ -129,8 +129,8 @@ def train_segmentation(cfg: SegmentationConfig, resume: bool = False, progress: 
     summary = engine.fit(resume=resume)
     if engine.is_main and summary["finished"]:
         from synboost.detectors.components import save_component
-        from synboost.hub.checkpoint import load_into, load_model
         from synboost.detectors.pipeline import write_pipeline_file
+        from synboost.hub.checkpoint import load_into, load_model
 
         sd, meta = load_model(summary["best"], "segmenter")
         model = build_segmenter(cfg.model)

@@ -13,15 +13,15 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from synboost.config import SynthesisConfig, to_dict
-from synboost.data.kinds import open_dataset
 from synboost.data.io import write_image
+from synboost.data.kinds import open_dataset
 from synboost.data.labels import NUM_CLASSES, colorize
 from synboost.data.transforms import resize_pair
+from synboost.detectors.components import build_generator
 from synboost.errors import ConfigError
 from synboost.losses.gan import GANLossWeights, discriminator_losses, generator_losses
 from synboost.models import create_model
 from synboost.models.generator import generator_input
-from synboost.detectors.components import build_generator
 from synboost.training.engine import Engine, SeededDataset
 from synboost.viz import tile
 
