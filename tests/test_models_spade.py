@@ -9,7 +9,7 @@ from synboost.models.generator import generator_input, instance_edges, labels_to
 from synboost.models.spade import SPADE, SPADEDecoderLayer, SPADEResnetBlock
 
 H, W = 64, 128
-KEYS_FILE = Path("/work/shared/design/synboost-dissim-keys.txt")
+KEYS_FILE = Path(__file__).parent / "data" / "synboost-dissim-keys.txt"  # derived from the official code
 # The official "ours" checkpoint's entries for one SPADE decoder layer (conv2, nc=256, label_nc=19).
 OFFICIAL_CONV2 = {
     "norm1.shared.0.weight": (128, 19, 3, 3), "norm1.shared.0.bias": (128,),
@@ -75,10 +75,10 @@ def test_spade_equals_direct_formula(norm):
 def test_spade_decoder_layer_has_official_key_names():
     sd = SPADEDecoderLayer(256, 19).state_dict()
     assert {k: tuple(v.shape) for k, v in sd.items()} == OFFICIAL_CONV2
-    if KEYS_FILE.is_file():  # cross-check against the design note's full key list when it is around
-        lines = [ln.split(" ", 1) for ln in KEYS_FILE.read_text().splitlines() if ln.startswith("conv2.norm")
-                 or ln.startswith("conv2.conv")]
-        assert {k[len("conv2."):] for k, _ in lines} == set(sd)
+    # cross-check against the full key list of the official network (tests/data)
+    lines = [ln.split(" ", 1) for ln in KEYS_FILE.read_text().splitlines() if ln.startswith("conv2.norm")
+             or ln.startswith("conv2.conv")]
+    assert {k[len("conv2."):] for k, _ in lines} == set(sd)
     x = SPADEDecoderLayer(16, 19)(torch.randn(2, 16, 8, 16), labels_to_onehot(torch.randint(0, 19, (2, 32, 64)), 19))
     assert x.shape == (2, 16, 8, 16)
 

@@ -9,7 +9,7 @@ from synboost.errors import CheckpointError
 from synboost.models.vgg import VGG16Encoder, VGG19Pyramid, load_imagenet_vgg
 
 H, W = 64, 128
-KEYS_FILE = Path("/work/shared/design/synboost-dissim-keys.txt")
+KEYS_FILE = Path(__file__).parent / "data" / "synboost-dissim-keys.txt"  # derived from the official code
 # ``vgg_encoder.*`` of the official dissimilarity checkpoint ("ours" and baseline), prefix removed.
 OFFICIAL_VGG_ENCODER = {
     "layer1.0": (64, 3), "layer1.2": (64, 64), "layer2.1": (128, 64), "layer2.3": (128, 128),
@@ -91,10 +91,10 @@ def test_vgg16_encoder_has_official_key_names():
         expect[k + ".weight"], expect[k + ".bias"] = (o, i, 3, 3), (o,)
     assert {k: tuple(v.shape) for k, v in sd.items()} == expect
     assert list(sd) == list(expect)  # same order as the official state_dict
-    if KEYS_FILE.is_file():
-        listed = {ln.split(" ")[0][len("vgg_encoder."):] for ln in KEYS_FILE.read_text().splitlines()
-                  if ln.startswith("vgg_encoder.")}
-        assert listed == set(sd)
+    # the full key list of the official network (tests/data)
+    listed = {ln.split(" ")[0][len("vgg_encoder."):] for ln in KEYS_FILE.read_text().splitlines()
+              if ln.startswith("vgg_encoder.")}
+    assert listed == set(sd)
     assert all(p.requires_grad for p in enc.parameters())
     assert not any(p.requires_grad for p in VGG16Encoder(frozen=True).parameters())
     feats = enc(torch.randn(1, 3, H, W))
