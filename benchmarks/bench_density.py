@@ -177,7 +177,8 @@ def run(a) -> dict:
 if __name__ == "__main__":
     p = argparse.ArgumentParser()
     p.add_argument("--quick", action="store_true", help="smaller samples (seconds)")
-    p.add_argument("--backbone", default="resnet101", help="resnet101 (configs/segmentation/cityscapes.yaml), wrn38, ...")
+    p.add_argument("--backbone", default="resnet101",
+                   help="resnet101 (configs/segmentation/cityscapes.yaml), wrn38, ...")
     p.add_argument("--config", default="configs/density/cityscapes.yaml")
     p.add_argument("--device", default="cpu", help="device of the Gaussian and torch-kNN timings (faiss: CPU)")
     p.add_argument("--out", default="benchmarks/results/density.json")

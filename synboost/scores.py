@@ -51,7 +51,8 @@ def synboost_entropy(logits: torch.Tensor, safe: bool = True) -> torch.Tensor:
 def synboost_distance(logits: torch.Tensor) -> torch.Tensor:
     """The official distance map: 1 - (d - min d) / max d per image (high = uncertain)."""
     d = softmax_distance(logits)
-    return _per_image(d, lambda f: 1 - (f - f.min(1, keepdim=True).values) / f.max(1, keepdim=True).values.clamp_min(EPS))
+    return _per_image(d, lambda f: 1 - (f - f.min(1, keepdim=True).values)
+                      / f.max(1, keepdim=True).values.clamp_min(EPS))
 
 
 def msp(logits: torch.Tensor) -> torch.Tensor:

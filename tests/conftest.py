@@ -64,7 +64,8 @@ def synboost_pipe(stages, tmp_path, **kw):
     """A SynBoost detector over the ``stages`` fixture's checkpoints, with pipeline fields ``kw``."""
     from synboost.detectors.pipeline import load_pipeline, write_pipeline_file
 
-    fields = dict(method="synboost", segmenter=str(stages / "seg.safetensors"), generator=str(stages / "gen.safetensors"),
+    fields = dict(method="synboost", segmenter=str(stages / "seg.safetensors"),
+                  generator=str(stages / "gen.safetensors"),
                   dissimilarity=str(stages / "dis.safetensors"), perceptual_vgg_pretrained=False, device="cpu")
     fields.update(kw)
     return load_pipeline(write_pipeline_file(tmp_path / "p.yaml", **fields))

@@ -4,6 +4,7 @@ and channels_last close), and a training run uses the GPU with AMP. Skipped wher
 import numpy as np
 import pytest
 import torch
+
 from conftest import seg_config, synboost_pipe
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 import torch
-from conftest import synboost_pipe
 
+from conftest import synboost_pipe
 from synboost import scores
 from synboost.errors import CheckpointError
 from synboost.tensors import resize_maps

@@ -14,6 +14,7 @@ from synboost.data.io import write_json
 
 
 def device_info(device: torch.device) -> dict:
+    """The machine a benchmark ran on: device, torch version, threads, CPU (and the GPU's name on CUDA)."""
     info = {"device": device.type, "torch": torch.__version__, "threads": torch.get_num_threads(),
             "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()}
     if device.type == "cuda":
@@ -37,6 +38,7 @@ def time_fn(fn: Callable[[], object], device: torch.device, warmup: int = 2, ite
 
 
 def format_rows(rows: list[dict], cols: list[str]) -> str:
+    """A markdown table of ``rows`` with the columns ``cols``."""
     head = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n"
     body = "".join("| " + " | ".join(_fmt(r.get(c, "")) for c in cols) + " |\n" for r in rows)
     return head + body
@@ -80,7 +82,8 @@ def run_segmenter_benchmark(out_json: str | None = None, quick: bool = False, de
                     t_compile = time.perf_counter()
 
                     def run():
-                        with torch.inference_mode(), torch.autocast(dev.type, dtype=dtype, enabled=dtype != torch.float32):
+                        amp = torch.autocast(dev.type, dtype=dtype, enabled=dtype != torch.float32)
+                        with torch.inference_mode(), amp:
                             return fn_model(x)
                     try:
                         run()
@@ -125,6 +128,7 @@ def _official_size_stages(dev, dis_size=(256, 512), seg_backbone="resnet101", wi
 
 
 def create_seg(backbone: str):
+    """A DeepLabV3+ with the ``backbone`` trunk and the official head size, for the speed benchmarks."""
     from synboost.models import create_model
 
     return create_model("deeplabv3plus", backbone=backbone,

@@ -41,6 +41,7 @@ class LoopConfig:
 
 @dataclasses.dataclass
 class SegModelConfig:
+    """The segmentation network: DeepLabV3+ trunk, output stride, head widths, PEBAL / outlier outputs."""
     backbone: str = "resnet50"  #: resnet50 | resnet101 | mobilenet_v3_large | tiny
     output_stride: int = 16  #: 8 or 16
     pretrained: bool = True  #: ImageNet trunk weights (from a local file, see pretrained_path)
@@ -59,6 +60,7 @@ class SegModelConfig:
 
 @dataclasses.dataclass
 class SegDataConfig:
+    """The segmentation stage's data: dataset specs, crops and scale jitter."""
     train: str = "cityscapes:data/cityscapes@train"  #: dataset spec (see synboost.data.kinds.open_dataset)
     val: str = "cityscapes:data/cityscapes@val"
     crop: list[int] = dataclasses.field(default_factory=lambda: [512, 1024])  #: training crop (H, W)
@@ -83,6 +85,7 @@ class SegmentationConfig:
 
 @dataclasses.dataclass
 class SynModelConfig:
+    """The synthesis model: the SPADE generator (width, upsamplings, VAE style encoder) and its discriminator."""
     ngf: int = 64
     num_upsampling: int = 5  #: coarse grid = size / 2**n (SPADE: 5 "normal", 6 "more" as the official 256x512)
     z_dim: int = 256
@@ -99,6 +102,7 @@ class SynModelConfig:
 
 @dataclasses.dataclass
 class SynDataConfig:
+    """The synthesis stage's data: dataset specs and the generator's resolution."""
     train: str = "cityscapes:data/cityscapes@train"
     val: str = "cityscapes:data/cityscapes@val"
     size: list[int] = dataclasses.field(default_factory=lambda: [256, 512])  #: (H, W) of the generator
@@ -128,6 +132,7 @@ class SynthesisConfig:
 
 @dataclasses.dataclass
 class DissimModelConfig:
+    """The dissimilarity network, with every ablation switch (priors, semantic encoder, correlation, SPADE)."""
     priors: list[str] = dataclasses.field(default_factory=lambda: ["entropy", "perceptual", "distance"])
     semantic: bool = True  #: semantic encoder on the label map
     correlation: bool = True
@@ -139,6 +144,7 @@ class DissimModelConfig:
 
 @dataclasses.dataclass
 class DissimDataConfig:
+    """The dissimilarity stage's data: the training split, its resolution and the training anomalies."""
     train: str = "cityscapes:data/cityscapes@train"  #: needs instance ids (label switching)
     size: list[int] = dataclasses.field(default_factory=lambda: [256, 512])  #: (H, W) of the dissimilarity stage
     heldout_fraction: float = 0.1  #: training images held out for model selection (never the evaluation set)
@@ -185,6 +191,7 @@ class PebalLossConfig:
 
 @dataclasses.dataclass
 class PebalDataConfig:
+    """PEBAL's data: training and validation splits, the outlier objects and AnomalyMix's settings."""
     train: str = "cityscapes:data/cityscapes@train"
     val: str = "cityscapes:data/cityscapes@val"  #: validation: val images with pasted outliers (AP) and mIoU
     outliers: str = "coco:data/coco"  #: dataset spec of outlier objects, or "synthetic" (the world's own objects)
@@ -282,6 +289,7 @@ class DensityModelConfig:
 
 @dataclasses.dataclass
 class DensityDataConfig:
+    """The embedding-density fit's data: the segmenter's training split, input size and pixel sampling."""
     train: str = "cityscapes:data/cityscapes@train"  #: the segmenter's training split (labels: void excluded)
     size: list[int] = dataclasses.field(default_factory=list)  #: segmenter input (H, W); [] = native
     max_images: int = 0  #: images of the statistics pass (0 = all)

@@ -17,10 +17,12 @@ from synboost.hub.checkpoint import load_foreign
 
 
 def hub_dir() -> Path:
+    """torchvision's checkpoint folder (``$TORCH_HOME/hub/checkpoints``), where ImageNet weights are looked for."""
     return Path(hub.get_dir()) / "checkpoints"
 
 
 def weights_file(url: str) -> str:
+    """The file name torchvision gives the weights at ``url``."""
     return os.path.basename(url)
 
 

@@ -35,6 +35,8 @@ def training_key(name: str) -> str:
 
 
 def run_ablation(cfg: AblationConfig, resume: bool = True) -> dict:
+    """Train one dissimilarity network per ablation variant on shared anomaly data (reusing the base
+    demo's world, segmenter and generator), score each on the held-out anomaly scenes, write the table."""
     from synboost.data.kinds import open_dataset
     from synboost.detectors.pipeline import load_pipeline, write_pipeline_file
     from synboost.jobs.evaluate import evaluate
@@ -90,6 +92,7 @@ def run_ablation(cfg: AblationConfig, resume: bool = True) -> dict:
 
 
 def ablation_table(report: dict) -> str:
+    """The ablation report as a markdown table, each row's AP against the full configuration."""
     full = next((r for r in report["rows"] if r["variant"] == "full"), None)
     lines = [f"Ablation on the {report['dataset']} ({report['images']} images); each row removes one thing.", "",
              "| variant | removes | AP (%) | FPR95 (%) | AUROC (%) | AP vs full |", "|---|---|---:|---:|---:|---:|"]

@@ -45,6 +45,7 @@ METHOD_INFO: dict[str, tuple[str, str, str, str]] = {
 
 @dataclass
 class Row:
+    """One row of the comparison table: its label, pipeline file and method."""
     label: str
     pipeline: str
     method: str

@@ -27,6 +27,8 @@ def _shrink(cfg: DemoConfig) -> None:
 
 
 def run_demo(cfg: DemoConfig, quick: bool = False, resume: bool = True) -> dict:
+    """``synboost demo``: world, stages (each reused when done with the same config), the anomaly test scored
+    with every method, report and pipeline file; ``quick`` shrinks everything for smoke tests."""
     from synboost.data.kinds import open_dataset
     from synboost.detectors.pipeline import load_pipeline
     from synboost.jobs.evaluate import evaluate, markdown_table
@@ -71,7 +73,8 @@ def run_demo(cfg: DemoConfig, quick: bool = False, resume: bool = True) -> dict:
             f"segmenter's energy: {100 * pb['ap']:.1f}), mIoU {100 * val['pebal']['miou']:.1f} (base: "
             f"{100 * pb['miou']:.1f}) (epoch {val['pebal']['epoch']})\n\n"
             f"{markdown_table(report)}\n"
-            "Time: " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()) + f" (total {sum(times.values()):.0f} s)\n")
+            "Time: " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items())
+            + f" (total {sum(times.values()):.0f} s)\n")
     write_text(out / "report.md", text)
     print()
     print(text)

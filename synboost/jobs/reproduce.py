@@ -77,6 +77,7 @@ def compare_expected(expected, reports: Sequence[dict]) -> list[dict]:
 
 
 def reproduction_table(cfg, rows: Sequence[dict]) -> str:
+    """Our numbers beside the published ones of a reproduction config, as markdown."""
     lines = [f"## {cfg.title or cfg.pipeline}", "", f"Source: {cfg.source}", "",
              f"Pipeline {cfg.pipeline}; FPR95 rule {cfg.fpr_rule}"
              + (f"; scored at {cfg.eval_size[0]}x{cfg.eval_size[1]}" if cfg.eval_size else "; native resolution"),

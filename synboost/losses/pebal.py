@@ -120,7 +120,8 @@ def energy_margin_loss(energy: torch.Tensor, target: torch.Tensor, w: PebalWeigh
     return 0.5 * (_mean_or_zero(e_in) + e_out.mean())
 
 
-def pebal_loss(logits: torch.Tensor, target: torch.Tensor, w: PebalWeights = PebalWeights()) -> tuple[torch.Tensor, dict]:
+def pebal_loss(logits: torch.Tensor, target: torch.Tensor,
+               w: PebalWeights = PebalWeights()) -> tuple[torch.Tensor, dict]:
     """(total, parts) for a batch: logits (B, K+1, H, W) with the abstention class last, target (B, H, W).
 
     Images with at least one outlier pixel go to the outlier form of the PAL loss, the others to the inlier

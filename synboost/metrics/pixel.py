@@ -314,7 +314,8 @@ def pixel_curve_two_pass(source: Source, *, dtype: DTypeLike = np.float32) -> Pi
 
 
 def pixel_curve(scores: ArraysOrLists, labels: ArraysOrLists, *, dtype: DTypeLike = np.float32) -> PixelCurve:
-    """Exact :class:`PixelCurve` of in-memory data: two arrays of any (equal) shape, or two lists of per-image arrays."""
+    """Exact :class:`PixelCurve` of in-memory data: two arrays of any (equal) shape, or two lists of per-image
+    arrays."""
     pairs = _as_pairs(scores, labels)
     return pixel_curve_two_pass(lambda: pairs, dtype=dtype)
 

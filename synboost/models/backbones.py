@@ -33,6 +33,7 @@ class Trunk(nn.Module):
 
 
 class ResNetTrunk(Trunk):
+    """torchvision's ResNet-50 / 101 as a dilated trunk (output stride 8 or 16): low-level and high-level features."""
     def __init__(self, depth: int = 50, output_stride: int = 16):
         super().__init__()
         if output_stride not in (8, 16):
@@ -53,6 +54,7 @@ class ResNetTrunk(Trunk):
 
 
 class MobileNetV3Trunk(Trunk):
+    """torchvision's MobileNetV3-Large as a trunk at output stride 16."""
     def __init__(self, output_stride: int = 16):
         super().__init__()
         if output_stride != 16:
@@ -200,6 +202,7 @@ class WideResNet38Trunk(Trunk):
 
 
 def build_trunk(name: str, output_stride: int = 16, width: int = 16) -> Trunk:
+    """The trunk called ``name`` (resnet50, resnet101, mobilenet_v3_large, wrn38, tiny)."""
     if name == "resnet50":
         return ResNetTrunk(50, output_stride)
     if name == "resnet101":

@@ -28,7 +28,8 @@ width changes. ``norm_0`` and each ``DepthConv.norm_layer`` are BatchNorms the o
 uses; they are kept (unused) because the checkpoint holds their entries.
 
 Our pipeline's interface (``generator.generator_input`` / ``resynthesize``): built with ``train_to_label_id`` (the
-label id of each train id; ``synboost.detectors.components.build_ccfpse`` passes the Cityscapes table, road 7, ..., bicycle 33),
+label id of each train id; ``synboost.detectors.components.build_ccfpse`` passes the Cityscapes table, road 7, ...,
+bicycle 33),
 the model advertises ``label_nc = 19`` (train ids) and ``edge_channel``; ``forward`` then receives the 19 train-id
 one-hot channels (+ edges) and maps them to the 35 label-id channels itself, as the official inference loop over
 ``id_to_trainid`` does; ignore (255, an all-zero one-hot) -> label
@@ -285,4 +286,5 @@ class CCFPSEGenerator(nn.Module):
 
 @register_model("ccfpse_generator")
 def ccfpse_generator(**kwargs) -> CCFPSEGenerator:
+    """Registered builder of :class:`CCFPSEGenerator`."""
     return CCFPSEGenerator(**kwargs)

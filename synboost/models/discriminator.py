@@ -18,6 +18,7 @@ from synboost.models.spade import maybe_spectral
 
 
 class NLayerDiscriminator(nn.Module):
+    """pix2pixHD's PatchGAN: strided convolutions, returning every layer's features (for feature matching)."""
     def __init__(self, input_nc: int, ndf: int = 64, n_layers: int = 4, spectral: bool = True):
         super().__init__()
         if n_layers < 1:
@@ -44,6 +45,7 @@ class NLayerDiscriminator(nn.Module):
 
 
 class MultiscaleDiscriminator(nn.Module):
+    """SPADE's discriminator: ``num_D`` PatchGANs on the label map + image at halved resolutions."""
     def __init__(self, label_nc: int = 19, image_nc: int = 3, edge_channel: bool = False, ndf: int = 64,
                  n_layers: int = 4, num_D: int = 2, spectral: bool = True):
         super().__init__()
@@ -72,4 +74,5 @@ class MultiscaleDiscriminator(nn.Module):
 
 @register_model("multiscale_discriminator")
 def multiscale_discriminator(**kwargs) -> MultiscaleDiscriminator:
+    """Registered builder of :class:`MultiscaleDiscriminator`."""
     return MultiscaleDiscriminator(**kwargs)

@@ -88,6 +88,9 @@ def _conv_selu(cin: int, cout: int) -> nn.Sequential:
 
 
 class DissimilarityNet(nn.Module):
+    """SynBoost's dissimilarity network: a shared VGG encoder over the real and the resynthesised image, their
+    per-scale correlation, a semantic encoder, the prior maps, and SPADE-conditioned decoders at four scales; two
+    output channels (inlier, anomaly)."""
     def __init__(self, num_classes: int = 19, semantic: bool = True, priors: Sequence[str] = PRIOR_NAMES,
                  correlation: bool = True, spade: str = "decoder", width: float = 1.0):
         super().__init__()
@@ -171,4 +174,5 @@ class DissimilarityNet(nn.Module):
 
 @register_model("dissimilarity")
 def dissimilarity(**kwargs) -> DissimilarityNet:
+    """Registered builder of :class:`DissimilarityNet`."""
     return DissimilarityNet(**kwargs)

@@ -9,6 +9,7 @@ _MODELS: dict[str, Callable[..., torch.nn.Module]] = {}
 
 
 def register_model(name: str):
+    """Decorator: register a builder under ``name`` (a second registration of one name is an error)."""
     def deco(fn):
         if name in _MODELS:
             raise ValueError(f"model '{name}' registered twice")
@@ -18,6 +19,7 @@ def register_model(name: str):
 
 
 def create_model(name: str, **kwargs) -> torch.nn.Module:
+    """Build the registered model ``name`` with ``kwargs`` (timm's ``create_model``)."""
     _import_all()
     if name not in _MODELS:
         raise KeyError(f"unknown model '{name}'; known: {', '.join(sorted(_MODELS))}")
@@ -25,6 +27,7 @@ def create_model(name: str, **kwargs) -> torch.nn.Module:
 
 
 def list_models() -> list[str]:
+    """The names of every registered model, sorted."""
     _import_all()
     return sorted(_MODELS)
 

@@ -9,7 +9,8 @@ checkpoint maps onto ``head.*`` by a renaming table once the WideResNet38 trunk 
 ``forward`` returns the logits of the ``num_classes`` classes; ``forward_features`` also returns the decoder
 features (for the density baselines). With ``abstention=True`` the classifier has one more output, PEBAL's
 abstention class (the official ``final.6`` of shape 20x256): ``forward(x, all_outputs=True)`` returns all of
-them, while ``forward(x)`` still returns the inlier logits only, so every score, mIoU and pipeline works on a PEBAL model unchanged.
+them, while ``forward(x)`` still returns the inlier logits only, so every score, mIoU and pipeline works on a PEBAL
+model unchanged.
 
 ``decoder_input`` / ``head`` split the forward pass where PEBAL's trainable part begins: two models that share
 everything below ``final`` (a PEBAL fine-tune with a frozen trunk and its base) can run the trunk once.
@@ -36,10 +37,12 @@ from synboost.models.registry import register_model
 
 
 def upsample(x: torch.Tensor, size, align_corners: bool = True) -> torch.Tensor:
+    """Bilinear resize of a (B, C, H, W) tensor to ``size``."""
     return F.interpolate(x, size=size, mode="bilinear", align_corners=align_corners)
 
 
 class ASPP(nn.Module):
+    """Atrous spatial pyramid pooling: 1x1, three dilated 3x3 convolutions and image pooling, concatenated."""
     def __init__(self, in_dim: int, reduction_dim: int = 256, output_stride: int = 16):
         super().__init__()
         rates = {8: (12, 24, 36), 16: (6, 12, 18)}[output_stride]
@@ -60,6 +63,7 @@ class ASPP(nn.Module):
 
 class DeepLabV3Plus(nn.Module):
     #: the modules PEBAL fine-tunes (the official "final" block, whose last conv is our ``classifier``)
+    """DeepLabV3+ over the 19 Cityscapes train classes, with optional PEBAL abstention and outlier outputs."""
     HEAD = ("final", "classifier")
     #: the values of ``outlier_training`` ("" = a plain segmenter)
     OUTLIER_TRAININGS = ("", "void", "outlier_head", "dirichlet")
@@ -206,4 +210,5 @@ def _outlier_head(channels: int) -> nn.Sequential:
 
 @register_model("deeplabv3plus")
 def deeplabv3plus(**kwargs) -> DeepLabV3Plus:
+    """Registered builder of :class:`DeepLabV3Plus`."""
     return DeepLabV3Plus(**kwargs)

@@ -36,6 +36,8 @@ def maybe_spectral(module: nn.Module, on: bool) -> nn.Module:
 
 
 class SPADE(nn.Module):
+    """Spatially-adaptive normalisation: a parameter-free norm modulated by a scale and shift predicted from the
+    label map."""
     def __init__(self, norm_nc: int, label_nc: int, norm: str = "instance", hidden: int = 128,
                  kernel_size: int = 3):
         super().__init__()
