@@ -185,3 +185,16 @@ def test_every_registered_model_builds_and_runs():
                 assert len(outs) >= 1 and all(len(o) >= 1 for o in outs)
     with pytest.raises(KeyError, match="unknown model"):
         synboost.create_model("no_such_model")
+
+
+def test_upgrade_into_another_folder_keeps_pointing_at_the_same_files(stages, tmp_path, capsys):
+    from synboost.detectors.pipeline import load_pipeline, upgrade_pipeline_file
+
+    old = tmp_path / "old"
+    old.mkdir()
+    shutil.copy(stages / "seg.safetensors", old / "seg.safetensors")
+    (old / "p.yaml").write_text("method: energy\nsegmenter: seg.safetensors\n")
+    new = upgrade_pipeline_file(old / "p.yaml", tmp_path / "elsewhere" / "p.yaml")
+    assert "note:" not in capsys.readouterr().err  # upgrading does not tell the user to upgrade
+    assert yaml.safe_load(new.read_text())["components"]["segmenter"] == "../old/seg.safetensors"
+    assert load_pipeline(new, device="cpu").method == "energy"

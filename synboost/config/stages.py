@@ -7,7 +7,7 @@ import dataclasses
 
 @dataclasses.dataclass
 class SyntheticWorldConfig:
-    """The procedural driving world (``synboost data synth``)."""
+    """The procedural driving world (``synboost data world``)."""
 
     out: str = "data/synthetic"
     n: int = 500  #: total number of scenes over all splits

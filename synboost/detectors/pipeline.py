@@ -86,9 +86,9 @@ def _alias(override: str) -> str:
     return override
 
 
-def read_pipeline(path: str | os.PathLike, overrides: Sequence[str] = ()) -> PipelineConfig:
+def read_pipeline(path: str | os.PathLike, overrides: Sequence[str] = (), note: bool = True) -> PipelineConfig:
     """The :class:`PipelineConfig` of a pipeline file with ``overrides`` (``KEY=VALUE``, flat or dotted). A
-    flat file of version 0.1 still loads, with one line that says how to change it."""
+    flat file of version 0.1 still loads, with one line that says how to change it (unless ``note`` is off)."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{p}: pipeline file not found (see pipelines/ for examples; a run writes its own "
@@ -102,7 +102,7 @@ def read_pipeline(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Pip
     ov = [_alias(o) for o in overrides]
     if set(data) - {"detector", "components", "score", "defaults"}:  # the flat layout of version 0.1
         nested = nest_fields(data)
-        if str(p) not in _warned:
+        if note and str(p) not in _warned:
             _warned.add(str(p))
             print(f"note: {p}: flat pipeline file of synboost 0.1; it loads, but move segmenter/pebal/density/"
                   "generator/dissimilarity under 'components:', method/ensemble/input_size under 'score:', "
@@ -195,9 +195,14 @@ def load_pipeline(path: str | os.PathLike, overrides: Sequence[str] = (), device
     return build_detector(cfg, Path(path).resolve().parent, device, batch_size, amp, channels_last)
 
 
+def _is_path(value: str) -> bool:
+    """A component value that is a file path (not empty, not a keyword like ``imagenet``, not a manifest name)."""
+    return bool(value) and value not in ("imagenet", "random") and bool(Path(value).suffix or "/" in value)
+
+
 def _relative(value: str, folder: Path) -> str:
-    if not value or value in ("imagenet", "random") or not (Path(value).suffix or "/" in value):
-        return value  # empty, a keyword, or a manifest name
+    if not _is_path(value):
+        return value
     p = Path(value).expanduser().resolve()
     try:
         return os.path.relpath(p, folder.resolve())
@@ -218,8 +223,16 @@ def write_pipeline_file(path: str | os.PathLike, **fields) -> Path:
 
 
 def upgrade_pipeline_file(path: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
-    """Rewrite a flat pipeline file of version 0.1 in the current layout (its paths kept as they are)."""
+    """Rewrite a flat pipeline file of version 0.1 in the current layout. Relative component paths keep pointing
+    at the same files: they are rebased when ``out`` lies in another folder."""
     from synboost.config import save_config
 
-    cfg = read_pipeline(path)
-    return save_config(cfg, out or path)
+    src = Path(path)
+    dst = Path(out) if out else src
+    cfg = read_pipeline(src, note=False)
+    if dst.resolve().parent != src.resolve().parent:
+        for f in dataclasses.fields(cfg.components):
+            value = getattr(cfg.components, f.name)
+            if _is_path(value) and not Path(value).expanduser().is_absolute():
+                setattr(cfg.components, f.name, _relative(str(src.resolve().parent / value), dst.parent))
+    return save_config(cfg, dst)
