@@ -7,9 +7,9 @@ import pytest
 from synboost.cli import main
 
 
-def test_data_synth_writes_a_world_the_readers_load(tmp_path, capsys):
+def test_data_world_writes_a_world_the_readers_load(tmp_path, capsys):
     out = tmp_path / "w"
-    assert main(["data", "synth", "--out", str(out), "--n", "10", "--size", "32x64", "--seed", "1",
+    assert main(["data", "world", "--out", str(out), "--n", "10", "--size", "32x64", "--seed", "1",
                  "--set", "workers=1"]) == 0
     meta = json.loads((out / "synthetic_world.json").read_text())
     assert meta["splits"] == {"train": 7, "val": 1, "test": 2} and meta["height"] == 32
@@ -19,12 +19,19 @@ def test_data_synth_writes_a_world_the_readers_load(tmp_path, capsys):
     # deterministic: the same command again gives byte-identical files
     first = (out / "anomaly/test/original").iterdir().__next__()
     before = first.read_bytes()
-    main(["data", "synth", "--out", str(out), "--n", "10", "--size", "32x64", "--seed", "1", "--set", "workers=1"])
+    assert main(["data", "world", "--out", str(out), "--n", "10", "--size", "32x64", "--seed", "1",
+                 "--set", "workers=1"]) == 0
     assert first.read_bytes() == before
 
 
 @pytest.mark.parametrize("argv,needle", [
-    (["data", "synth", "--set", "nn=3"], "unknown config key 'nn'"),
+    (["data", "world", "--set", "nn=3"], "unknown config key 'nn'"),
+    (["data", "world", "--set", "n=[1,"], "override 'n=[1,': the value is not valid YAML"),
+    (["data", "world", "--set", "n=!!python/object:os.system"], "YAML tags (!!python/object:os.system)"),
+    (["weights", "list", "--manifest", "/nope/manifest.yaml"], "/nope/manifest.yaml: weights manifest not found"),
+    (["weights", "import"], "name the weights to import"),
+    (["weights", "import", "synboost-segmenter", "pebal", "--src", "x.pth"], "give one weights name"),
+    (["weights", "import", "pebal", "--no-encoder"], "apply to the CC-FPSE generator only"),
     (["train", "segmentation", "--config", "/nonexistent.yaml"], "/nonexistent.yaml: config file not found"),
     (["eval", "--pipeline", "/nonexistent.yaml", "--data", "x"], "/nonexistent.yaml: pipeline file not found"),
     (["eval", "--segmenter", "/nope.safetensors", "--data", "synthetic:/x"], "/nope.safetensors"),
@@ -63,7 +70,7 @@ def test_infer_and_eval_with_a_segmenter_checkpoint(tiny_world, tmp_path, capsys
     assert "| energy |" in capsys.readouterr().out
 
 
-def test_synthesize_and_mc_dropout(tiny_world, tmp_path):
+def test_resynthesize_and_mc_dropout(tiny_world, tmp_path):
     import torch
 
     from synboost.config import SynModelConfig
@@ -75,7 +82,7 @@ def test_synthesize_and_mc_dropout(tiny_world, tmp_path):
     ckpt = save_component(tmp_path / "g.safetensors", gen, "generator", m, size=[32, 64])
     labels = tiny_world / "anomaly/test/semantic"
     out = tmp_path / "syn"
-    assert main(["synthesize", "--generator", str(ckpt), "--labels", str(labels), "--images",
+    assert main(["resynthesize", "--generator", str(ckpt), "--labels", str(labels), "--images",
                  str(tiny_world / "anomaly/test/original"), "--out", str(out)]) == 0
     pngs = sorted(out.glob("*.png"))
     assert len(pngs) == len(list(labels.glob("*.png")))

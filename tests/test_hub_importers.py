@@ -297,7 +297,28 @@ def test_pickles_with_arbitrary_objects_are_refused(tmp_path, how, capsys):
     else:
         torch.save({"state_dict": {"module.mod1.conv1.weight": torch.zeros(1)}, "hook": Evil()}, src)
     for name, fn in IMPORTERS.items():
-        with pytest.raises(CheckpointError, match=r"evil.pth: cannot be read safely .*; expected "):
+        with pytest.raises(CheckpointError, match=r"evil.pth: cannot be read safely .*; expected ") as e:
             fn(src, tmp_path / f"{name}.safetensors")
+        msg = str(e.value)
+        assert "\n" not in msg and "it holds the Python object print " in msg  # what the unpickler refused
+        assert f"convert it once: torch.save(torch.load('{src}', weights_only=False)['state_dict'], 'clean.pth')" in msg
+        assert "will likely succeed" not in msg and "\x1b" not in msg  # not torch's own advice
         assert not (tmp_path / f"{name}.safetensors").exists()
     assert "this ran" not in capsys.readouterr().out
+
+
+def test_a_checkpoint_with_a_class_instance_names_the_class(tmp_path):
+    import argparse
+
+    from synboost.hub.checkpoint import load_foreign
+
+    src = tmp_path / "with_args.pth"
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "args": argparse.Namespace(lr=0.1)}, src)
+    with pytest.raises(CheckpointError) as e:
+        load_foreign(src)
+    assert "it holds the Python object argparse.Namespace (not tensors or plain data" in str(e.value)
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes(src.read_bytes()[:200])
+    with pytest.raises(CheckpointError, match=r"truncated.pth: cannot be read as a PyTorch checkpoint \(.+\); is "
+                                              r"the file complete"):
+        load_foreign(truncated)

@@ -137,7 +137,8 @@ def test_import_through_the_manifest_and_pipelines_name_it(tmp_path, monkeypatch
     net = build_dissimilarity(DissimModelConfig(priors=[], spade="none", vgg_pretrained=False))
     (tmp_path / "w").mkdir()
     torch.save(net.state_dict(), tmp_path / "w" / e.file)  # the official file is a bare state_dict
-    with pytest.raises(CheckpointError, match="not imported yet: run `synboost weights import synboost-dissim-baseline`"):
+    with pytest.raises(CheckpointError,
+                       match="not imported yet: run `synboost weights import synboost-dissim-baseline`"):
         _checkpoint("synboost-dissim-baseline", "dissimilarity", "dissimilarity", None)
     out = registry.import_weights(m, "synboost-dissim-baseline", IMPORTERS)
     assert out == tmp_path / "w" / "synboost-dissim-baseline.safetensors"
@@ -160,3 +161,20 @@ def test_the_shipped_manifest_is_consistent():
             assert e.sha256_prefix and e.sha256_prefix in e.file and e.url.endswith(e.file), e.name
     assert {"synboost-segmenter", "synboost-generator", "synboost-dissim-main", "pebal",
             "vgg16-imagenet", "vgg19-imagenet"} <= set(m.weights)
+    gen = m.get("synboost-generator")
+    assert gen.importer == "ccfpse" and m.get(gen.companion).file == "latest_net_E.pth"
+    for e in [*m.weights.values(), *m.archives.values()]:
+        assert not Path(e.file).is_absolute() and ".." not in Path(e.file).parts, e.name
+    assert registry.repository_manifest() == m.path
+
+
+def test_verify_names_files_without_a_checksum_unverified(tmp_path, monkeypatch):
+    monkeypatch.setenv("SYNBOOST_WEIGHTS", str(tmp_path / "w"))
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "a.pth").write_bytes(PAYLOAD)
+    (tmp_path / "w" / "b.pth").write_bytes(PAYLOAD)
+    m = _manifest(tmp_path, {"a": {"file": "a.pth"}, "b": {"file": "b.pth", "sha256_prefix": "0000"},
+                             "c": {"file": "c.pth"}})
+    rows = {r["name"]: r for r in registry.verify(m)}
+    assert [rows[k]["state"] for k in "abc"] == ["unverified", "MISMATCH", "missing"]
+    assert rows["a"]["sha256"] == hashlib.sha256(PAYLOAD).hexdigest() and rows["a"]["bytes"] == len(PAYLOAD)

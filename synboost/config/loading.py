@@ -29,6 +29,40 @@ def _explain(exc: OmegaConfBaseException, source: str) -> ConfigError:
     return ConfigError(f"{source}: {_one_line(exc)}")
 
 
+def _check_override_value(ov: str, value: str) -> None:
+    """The value of ``--set KEY=VALUE`` is read as YAML (by omegaconf): refuse tags (``!!python/object:...``,
+    ``!!binary``, ``!custom``) and say what is wrong with malformed YAML, in one line."""
+    try:
+        tags = [t.value[0] + t.value[1] for t in yaml.scan(value) if isinstance(t, yaml.TagToken)]
+        if not tags:
+            yaml.compose(value, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override '{ov}': the value is not valid YAML ({_yaml_problem(e)}); quote it "
+                          "(--set 'key=\"...\"') if it is a string, or close the brackets of a list [a, b]") from None
+    if tags:
+        raise ConfigError(f"override '{ov}': YAML tags ({tags[0]}) are not allowed in a value; give a plain value "
+                          "(a number, a string, a list [a, b])")
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    problem = getattr(e, "problem", None) or getattr(e, "context", None)
+    return " ".join(str(problem).split()) if problem else _one_line(e)
+
+
+def _apply_override(merged: DictConfig, ov: str) -> DictConfig:
+    """Merge one ``key=value`` override; every failure (unknown key, wrong type, bad YAML, a tag) is one line."""
+    key, eq, value = ov.partition("=")
+    if not eq or not key.strip():
+        raise ConfigError(f"override '{ov}': expected key=value, e.g. train.lr=1e-4")
+    _check_override_value(ov, value)
+    try:
+        return OmegaConf.merge(merged, OmegaConf.from_dotlist([ov]))
+    except OmegaConfBaseException as e:
+        raise _explain(e, f"override '{ov}'") from None
+    except yaml.YAMLError as e:  # what the scan above did not catch (e.g. an undefined alias *x)
+        raise ConfigError(f"override '{ov}': the value is not valid YAML ({_yaml_problem(e)})") from None
+
+
 def load_config(schema: type[T], path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> T:
     """Build a ``schema`` dataclass from its defaults, an optional YAML file and dotted overrides."""
     data: dict = {}
@@ -38,6 +72,9 @@ def load_config(schema: type[T], path: str | os.PathLike | None = None, override
             raise ConfigError(f"{p}: config file not found (see configs/ for examples)")
         try:
             data = yaml.safe_load(p.read_text()) or {}
+        except yaml.constructor.ConstructorError as e:  # a tag such as !!python/object:...: never constructed
+            raise ConfigError(f"{p}: YAML tags are not allowed in a config file ({_yaml_problem(e)}); give plain "
+                              "values") from None
         except yaml.YAMLError as e:
             raise ConfigError(f"{p}: not valid YAML: {_one_line(e)}") from None
         if not isinstance(data, dict):
@@ -57,12 +94,7 @@ def merge_config(schema: type[T], data: dict[str, Any], overrides: Sequence[str]
         except OmegaConfBaseException as e:
             raise _explain(e, source) from None
     for ov in overrides:
-        if "=" not in ov:
-            raise ConfigError(f"override '{ov}': expected key=value, e.g. train.lr=1e-4")
-        try:
-            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist([ov]))
-        except OmegaConfBaseException as e:
-            raise _explain(e, f"override '{ov}'") from None
+        merged = _apply_override(merged, ov)
     try:
         return OmegaConf.to_object(merged)  # type: ignore[return-value]
     except OmegaConfBaseException as e:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -57,13 +58,36 @@ def load_model(path: str | os.PathLike, expect_kind: str | None = None) -> tuple
 
 
 def load_foreign(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a foreign ``.pth`` safely (``weights_only=True``: tensors and plain containers only)."""
+    """Read a foreign ``.pth`` safely (``weights_only=True``: tensors and plain containers only). A file holding
+    other Python objects is refused with one line naming the object and how to convert a trusted file."""
     path = _existing(path)
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # pickle / zip errors come in many types
-        raise CheckpointError(f"{path}: cannot be read safely as a PyTorch checkpoint ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0][:200] if str(e) else ''})") from None
+        raise CheckpointError(f"{path}: {refusal(path, e)}") from None
+
+
+#: what torch's weights-only unpickler names when it meets a class or function it does not allow
+_GLOBAL = re.compile(r"GLOBAL ([\w.<>]+)|Unsupported class ([\w.<>]+)|unrecognized function ([\w.<>]+)")
+
+
+def refusal(path: str | os.PathLike, err: BaseException) -> str:
+    """Why ``torch.load(path, weights_only=True)`` refused a file, in one clause of our own words (torch's
+    message advises ``weights_only=False`` at length): the object found, or what is wrong with the file."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err))
+    found = _GLOBAL.search(text)
+    if found:
+        what = next(g for g in found.groups() if g)
+        return (f"cannot be read safely as a PyTorch checkpoint: it holds the Python object {what} (not tensors or "
+                "plain data; unpickling it could run code); if you trust the file, convert it once: "
+                f"torch.save(torch.load('{path}', weights_only=False)['state_dict'], 'clean.pth') (or whichever "
+                "key holds the weights) and use clean.pth")
+    advice = ("Weights only load failed", "Please file an issue", "Check the")
+    detail = next((ln.strip() for ln in text.splitlines()
+                   if ln.strip() and not ln.startswith(advice) and "weights_only" not in ln), "")
+    detail = detail.removeprefix("WeightsUnpickler error:").strip().split(". ")[0] or type(err).__name__
+    return (f"cannot be read as a PyTorch checkpoint ({detail[:160]}); is the file complete, and a file "
+            "torch.save wrote?")
 
 
 def save_state(path: str | os.PathLike, state: Mapping[str, Any]) -> Path:
@@ -75,6 +99,7 @@ def save_state(path: str | os.PathLike, state: Mapping[str, Any]) -> Path:
 
 
 def load_state(path: str | os.PathLike) -> dict[str, Any]:
+    """Training state written by :func:`save_state` (read with ``weights_only=True``)."""
     return load_foreign(path)
 
 

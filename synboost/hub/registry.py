@@ -13,7 +13,7 @@ import tarfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Callable, Mapping
 
 import yaml
@@ -25,8 +25,10 @@ CHUNK = 1 << 20
 
 @dataclass
 class Entry:
+    """One manifest entry: a checkpoint file (or an archive) and how to get, check and import it."""
+
     name: str
-    file: str
+    file: str  #: path inside the weights folder (or the torch hub folder): relative, no '..'
     description: str = ""
     url: str = ""
     sha256: str | None = None
@@ -41,38 +43,75 @@ class Entry:
 
 @dataclass
 class Manifest:
+    """A parsed manifest: its file, the weights entries and the archives holding some of them."""
+
     path: Path
     weights: dict[str, Entry] = field(default_factory=dict)
     archives: dict[str, Entry] = field(default_factory=dict)
 
     def get(self, name: str) -> Entry:
+        """The entry ``name``; an unknown name is a ConfigError listing the known ones."""
         if name not in self.weights:
             raise ConfigError(f"unknown weights '{name}' (known: {', '.join(self.weights)}; see {self.path})")
         return self.weights[name]
 
 
+LOCATIONS = ("weights", "torch_hub")
+
+
+def repository_manifest() -> Path:
+    """The manifest shipped with the repository (``weights/manifest.yaml`` beside the package)."""
+    return Path(__file__).resolve().parents[2] / "weights" / "manifest.yaml"
+
+
 def default_manifest_path() -> Path:
-    """``$SYNBOOST_MANIFEST``, else ``weights/manifest.yaml`` in the working directory, else the repository's."""
+    """``$SYNBOOST_MANIFEST``, else the repository's ``weights/manifest.yaml``. A manifest in the working
+    directory is read only when asked for (``--manifest FILE``): it could point names at other files."""
     env = os.environ.get("SYNBOOST_MANIFEST")
-    if env:
-        return Path(env)
-    here = Path("weights/manifest.yaml")
-    return here if here.is_file() else Path(__file__).resolve().parents[2] / "weights" / "manifest.yaml"
+    return Path(env) if env else repository_manifest()
+
+
+def _entry(p: Path, section: str, name: str, fields: Any) -> Entry:
+    if not isinstance(fields, dict):
+        raise ConfigError(f"{p}: {section} entry '{name}' must be a mapping of fields (file, url, sha256, ...)")
+    try:
+        e = Entry(name=str(name), **fields)
+    except TypeError as err:
+        known = ", ".join(f for f in Entry.__dataclass_fields__ if f != "name")
+        raise ConfigError(f"{p}: {section} entry '{name}': {str(err).split(') ', 1)[-1]} (fields: {known})") \
+            from None
+    file = PurePosixPath(str(e.file or "").replace("\\", "/"))
+    if not file.parts or file.is_absolute() or PureWindowsPath(str(e.file)).anchor or ".." in file.parts \
+            or str(e.file).startswith("~"):
+        raise ConfigError(f"{p}: {section} entry '{name}': file '{e.file}' must be a path inside the weights folder "
+                          "(relative, without '..'); put the file there and name it relative to it")
+    if e.location not in LOCATIONS:
+        raise ConfigError(f"{p}: {section} entry '{name}': location '{e.location}' is not one of "
+                          f"{', '.join(LOCATIONS)}")
+    return e
 
 
 def load_manifest(path: str | os.PathLike | None = None) -> Manifest:
+    """Read and check a manifest (default :func:`default_manifest_path`): every file stays inside its folder,
+    archives and companions name known entries."""
     p = Path(path) if path else default_manifest_path()
     if not p.is_file():
-        raise ConfigError(f"{p}: weights manifest not found (set SYNBOOST_MANIFEST or run from the repository)")
+        raise ConfigError(f"{p}: weights manifest not found (pass --manifest FILE or set SYNBOOST_MANIFEST)")
     try:
         data = yaml.safe_load(p.read_text()) or {}
-        weights = {k: Entry(name=k, **v) for k, v in (data.get("weights") or {}).items()}
-        archives = {k: Entry(name=k, **v) for k, v in (data.get("archives") or {}).items()}
-    except (yaml.YAMLError, TypeError) as e:
+    except yaml.YAMLError as e:
         raise ConfigError(f"{p}: not a valid weights manifest ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict) or not all(isinstance(data.get(k) or {}, dict) for k in ("weights", "archives")):
+        raise ConfigError(f"{p}: not a valid weights manifest (expected the mappings 'weights:' and 'archives:')")
+    weights = {str(k): _entry(p, "weights", k, v) for k, v in (data.get("weights") or {}).items()}
+    archives = {str(k): _entry(p, "archives", k, v) for k, v in (data.get("archives") or {}).items()}
     for e in weights.values():
         if e.archive and e.archive not in archives:
             raise ConfigError(f"{p}: '{e.name}' names the unknown archive '{e.archive}'")
+        if e.archive and not e.member:
+            raise ConfigError(f"{p}: '{e.name}' names the archive '{e.archive}' but no member (its path in it)")
+        if e.companion and e.companion not in weights:
+            raise ConfigError(f"{p}: '{e.name}' names the unknown companion '{e.companion}'")
     return Manifest(p, weights, archives)
 
 
@@ -96,6 +135,7 @@ def imported_path(name: str) -> Path:
 
 
 def sha256_of(path: Path) -> str:
+    """The file's sha256 (hex), read in 1 MiB blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(CHUNK), b""):
@@ -125,7 +165,8 @@ def status(m: Manifest) -> list[dict[str, Any]]:
 
 
 def verify(m: Manifest, names: list[str] | None = None) -> list[dict[str, Any]]:
-    """Checksums of the present files of ``names`` (default: every entry)."""
+    """Checksums of the present files of ``names`` (default: every entry): state ok, MISMATCH, missing, or
+    unverified (the manifest knows no checksum for the file)."""
     out = []
     for name in names or list(m.weights):
         e = m.get(name)
@@ -134,7 +175,7 @@ def verify(m: Manifest, names: list[str] | None = None) -> list[dict[str, Any]]:
             out.append({"name": name, "file": str(p), "state": "missing"})
             continue
         ok, digest = check_sha(e, p)
-        state = {True: "ok", False: "MISMATCH", None: "no checksum known"}[ok]
+        state = {True: "ok", False: "MISMATCH", None: "unverified"}[ok]
         out.append({"name": name, "file": str(p), "state": state, "sha256": digest, "bytes": p.stat().st_size})
     return out
 
@@ -189,33 +230,50 @@ def fetch(url: str, dest: Path, sha256: str | None = None, sha256_prefix: str | 
 
 
 def _extract(archive: Path, member: str, dest: Path) -> Path:
-    """Copy one member of a tar archive to ``dest`` (members are looked up by name; nothing else is written)."""
+    """Copy one member of a tar archive to ``dest`` (members are looked up by name; nothing else is written).
+    A member that is a link (symbolic or hard) or not a regular file is refused: a release holds plain files."""
     try:
         with tarfile.open(archive) as tar:
             try:
                 info = tar.getmember(member)
             except KeyError:
-                raise CheckpointError(f"{archive}: has no member {member}") from None
+                raise CheckpointError(f"{archive}: has no member {member}; is it the expected release?") from None
+            if info.issym() or info.islnk():
+                kind = "a symbolic link" if info.issym() else "a hard link"
+                raise CheckpointError(f"{archive}: member {member} is {kind} (to '{info.linkname}'), not a file; "
+                                      "the archive is not the expected release: download it again")
+            if not info.isfile():
+                raise CheckpointError(f"{archive}: member {member} is not a regular file (a folder or device); "
+                                      "is it the expected release?")
             src = tar.extractfile(info)
             if src is None:
                 raise CheckpointError(f"{archive}: {member} is not a regular file")
             tmp = dest.with_name(dest.name + ".part")
+            dest.parent.mkdir(parents=True, exist_ok=True)
             with src, open(tmp, "wb") as f:
                 shutil.copyfileobj(src, f, CHUNK)
             tmp.replace(dest)
-    except tarfile.TarError as e:
-        raise CheckpointError(f"{archive}: not a readable tar archive ({e})") from None
+    except (tarfile.TarError, EOFError) as e:
+        raise CheckpointError(f"{archive}: not a readable tar archive ({e}); download it again") from None
     return dest
 
 
 def download(m: Manifest, name: str, url: str | None = None, progress: bool = True) -> Path:
     """Fetch an entry's file (or its archive, then the member) to where :func:`raw_path` expects it."""
+    return download_checked(m, name, url, progress)["file"]
+
+
+def download_checked(m: Manifest, name: str, url: str | None = None, progress: bool = True) -> dict[str, Any]:
+    """:func:`download`, and what its checksum says: ``{"name", "file", "sha256", "state"}`` with state ``ok``
+    or ``unverified`` (the manifest knows no checksum for it); a mismatch is a CheckpointError."""
     e = m.get(name)
     dest = raw_path(e)
     if e.archive and not url:
         a = m.archives[e.archive]
         tar = weights_dir() / a.file
         if not tar.is_file():
+            if not a.url:
+                raise CheckpointError(f"archive '{a.name}' has no download URL; put {a.file} at {tar}")
             fetch(a.url, tar, a.sha256, a.sha256_prefix, progress=progress)
         _extract(tar, e.member, dest)
     else:
@@ -225,21 +283,54 @@ def download(m: Manifest, name: str, url: str | None = None, progress: bool = Tr
     ok, digest = check_sha(e, dest)
     if ok is False:
         raise CheckpointError(f"{dest}: checksum mismatch for '{name}' (sha256 {digest[:16]}...)")
-    return dest
+    return {"name": name, "file": dest, "sha256": digest, "state": "ok" if ok else "unverified"}
 
 
 # ------------------------------------------------------------------------------------------------ import
 
 
+def _companion(m: Manifest, e: Entry, src: Path, given: str | os.PathLike | None, wanted: bool) -> Path | None:
+    """The file imported together with ``e`` (the CC-FPSE generator's style encoder): ``given``, else the
+    companion entry's file beside ``src``, else in the weights folder. Missing, it stops with one line saying
+    where it is expected, unless ``wanted`` is False (``--no-encoder``)."""
+    if given is not None:
+        if not wanted:
+            raise ConfigError("--encoder and --no-encoder contradict each other: give one")
+        p = Path(given)
+        if not p.is_file():
+            raise CheckpointError(f"{p}: encoder file not found (--encoder)")
+        return p
+    if not wanted or not e.companion:
+        return None
+    comp = m.get(e.companion)
+    places = list(dict.fromkeys([src.parent / Path(comp.file).name, raw_path(comp)]))
+    for p in places:
+        if p.is_file():
+            return p
+    where = " or ".join(str(p) for p in places)
+    raise CheckpointError(f"'{e.name}': the encoder file {Path(comp.file).name} ('{comp.name}') is not at {where}; "
+                          "put it there or pass --encoder PATH (--no-encoder imports the generator without it: "
+                          "it then decodes z = 0)")
+
+
 def import_weights(m: Manifest, name: str, importers: Mapping[str, Callable[..., Path]],
                    src: str | os.PathLike | None = None, dst: str | os.PathLike | None = None,
-                   companion_src: str | os.PathLike | None = None) -> Path:
+                   companion_src: str | os.PathLike | None = None, companion: bool = True) -> Path:
     """Convert an entry's official file (``src``, default where the manifest expects it) into our format at
     ``dst`` (default ``<weights>/<name>.safetensors``) with ``importers[entry.importer]``
-    (:data:`synboost.importers.IMPORTERS`: passed in, since the importers build models and ``hub/`` does not)."""
+    (:data:`synboost.importers.IMPORTERS`: passed in, since the importers build models and ``hub/`` does not).
+
+    An entry with a ``companion`` (the CC-FPSE generator and its style encoder ``latest_net_E.pth``) takes the
+    companion file ``companion_src``, else finds it beside ``src`` or in the weights folder; missing, it stops
+    with one line saying where it is expected, unless ``companion=False`` (``--no-encoder``)."""
     e = m.get(name)
     if not e.importer:
+        owner = next((o.name for o in m.weights.values() if o.companion == name), None)
+        if owner:
+            raise ConfigError(f"'{name}' is imported together with '{owner}': run `synboost weights import {owner}`")
         raise ConfigError(f"'{name}' needs no import (it is read as it is)")
+    if e.importer != "ccfpse" and (companion_src is not None or not companion):
+        raise ConfigError(f"--encoder / --no-encoder apply to the CC-FPSE generator only, not to '{name}'")
     src_p = Path(src) if src else raw_path(e)
     if not src_p.is_file():
         raise CheckpointError(f"{src_p}: not found; put {e.file} there, or run `synboost weights download {name}`")
@@ -248,8 +339,7 @@ def import_weights(m: Manifest, name: str, importers: Mapping[str, Callable[...,
         raise ConfigError(f"'{name}': unknown importer '{e.importer}' (known: {', '.join(sorted(importers))})")
     fn = importers[e.importer]
     if e.importer == "ccfpse":
-        comp = Path(companion_src) if companion_src else raw_path(m.get(e.companion)) if e.companion else None
-        return fn(src_p, comp if comp is not None and comp.is_file() else None, out)
+        return fn(src_p, _companion(m, e, src_p, companion_src, companion), out)
     return fn(src_p, out)
 
 

@@ -8,7 +8,10 @@ number of up-samplings are read off the generator file (the released one: 64, 25
 input is the released one (35 label ids + instance edges). ``size`` is the output (H, W): the released model was
 trained at 256x512 and its ``fc`` fixes the latent grid (4x8), so other sizes only fit other checkpoints.
 
-Without the encoder file the model is built without its VAE encoder and decodes z = 0 (the prior's mode).
+Without the encoder file (``e_src=None``: ``synboost weights import synboost-generator --no-encoder``, asked for
+explicitly; by default the import stops when ``latest_net_E.pth`` is not found, see
+:func:`synboost.hub.registry.import_weights`) the model is built without its VAE encoder and decodes z = 0 (the
+prior's mode); the checkpoint's ``model.with_encoder`` says which.
 """
 from __future__ import annotations
 

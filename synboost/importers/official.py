@@ -3,7 +3,8 @@
 Each importer reads the foreign ``.pth`` with ``weights_only=True`` (tensors and plain containers only; the numpy
 scalar an NVIDIA training dict may carry as its ``mean_iu`` is allowed too), unwraps it, renames its keys, builds
 our model, loads it STRICTLY and writes ``dst`` with metadata (``kind``, ``model`` config, ``imported_from``,
-``importer``), which :func:`synboost.detectors.components.load_segmenter` / ``load_dissimilarity`` read like any of ours.
+``importer``), which :func:`synboost.detectors.components.load_segmenter` / ``load_dissimilarity`` read like any
+of ours.
 
 Key renaming (official name, after the wrapper is stripped -> ours):
 

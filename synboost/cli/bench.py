@@ -1,0 +1,49 @@
+"""``synboost bench metrics | segmenter | synthesis | pipeline``: print a table, write JSON."""
+from __future__ import annotations
+
+import argparse
+
+from synboost.cli.common import no_resume
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(float(s)) for s in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected pixel counts, e.g. 20e6,200e6; got '{text}'") from None
+
+
+def register(sub) -> None:
+    """``bench``."""
+    b = sub.add_parser("bench", help="benchmarks (print a table, write JSON)")
+    b.add_argument("what", choices=["metrics", "segmenter", "synthesis", "pipeline"])
+    b.add_argument("--sizes", type=_sizes, help="metrics: pixel counts, e.g. 20e6,200e6")
+    b.add_argument("--out")
+    b.add_argument("--quick", action="store_true")
+    b.add_argument("--device", default="auto", help="segmenter, synthesis, pipeline: auto | cpu | cuda")
+    b.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
+                   help="pipeline: input size (default 1024 2048 on CUDA, 512 1024 on the CPU)")
+    b.add_argument("--backbone", help="pipeline: segmenter trunk (default wrn38 on CUDA, resnet101 on the CPU)")
+    b.set_defaults(run=run, interrupt=no_resume("bench"))
+
+
+def run(a: argparse.Namespace) -> None:
+    """One benchmark; its JSON goes to ``--out`` (default ``benchmarks/results/<what>.json``)."""
+    out = a.out or f"benchmarks/results/{a.what}.json"
+    if a.what == "metrics":
+        from synboost.bench.metrics import run_metrics_benchmark
+
+        run_metrics_benchmark(sizes=a.sizes or (20_000_000, 200_000_000), out_json=out)
+    elif a.what == "segmenter":
+        from synboost.bench.speed import run_segmenter_benchmark
+
+        run_segmenter_benchmark(out_json=out, quick=a.quick, device=a.device)
+    elif a.what == "synthesis":
+        from synboost.bench.speed import run_synthesis_benchmark
+
+        run_synthesis_benchmark(out_json=out, quick=a.quick, device=a.device)
+    else:
+        from synboost.bench.speed import run_pipeline_benchmark
+
+        run_pipeline_benchmark(out_json=out, quick=a.quick, device=a.device, size=tuple(a.size) if a.size else None,
+                               backbone=a.backbone)

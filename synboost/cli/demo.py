@@ -1,0 +1,70 @@
+"""``synboost demo`` (the whole job on the embedded synthetic world), ``synboost ablate`` (the paper's ablation
+variants) and ``synboost compare`` (one row per method, every dataset). All resume by default."""
+from __future__ import annotations
+
+import argparse
+
+from synboost.cli.common import RESUMES, add_config, add_fresh, no_resume
+from synboost.errors import SynboostError
+
+
+def _compare_interrupt(a: argparse.Namespace) -> str:
+    return RESUMES if a.config else no_resume("compare --pipelines", " (only compare --config does)")
+
+
+def register(sub) -> None:
+    """``demo``, ``ablate`` and ``compare``."""
+    m = sub.add_parser("demo", help="the whole job on the embedded synthetic world (CPU, minutes)")
+    add_config(m)
+    m.add_argument("--quick", action="store_true", help="a much smaller run (for smoke tests)")
+    add_fresh(m, "ignore the results of an earlier demo run", "demo")
+    m.set_defaults(run=run, interrupt=RESUMES)
+
+    ab = sub.add_parser("ablate", help="train and score the paper's ablation variants on the synthetic world")
+    add_config(ab)
+    add_fresh(ab, "retrain everything", "ablate")
+    ab.set_defaults(run=run, interrupt=RESUMES)
+
+    c = sub.add_parser("compare", help="the papers' comparison table: one row per method, every dataset")
+    c.add_argument("--pipelines", nargs="+", metavar="ROW",
+                   help="[LABEL=]PIPELINE[:METHOD,...] per row (methods default to the pipeline's own)")
+    c.add_argument("--data", nargs="+", metavar="SPEC", help="dataset specs KIND:DIR")
+    c.add_argument("--out", help="folder for compare.md / compare.json / curves")
+    c.add_argument("--max-images", type=int)
+    add_config(c)
+    add_fresh(c, "--config: retrain what an earlier run left", "compare")
+    c.set_defaults(run=run, interrupt=_compare_interrupt)
+
+
+def run(a: argparse.Namespace) -> None:
+    """``demo``, ``ablate`` or ``compare``: the config -> one job."""
+    from synboost.config import load_config
+
+    if a.verb == "demo":
+        from synboost.config import DemoConfig
+        from synboost.jobs.demo import run_demo
+
+        run_demo(load_config(DemoConfig, a.config, a.overrides), quick=a.quick, resume=not a.fresh)
+    elif a.verb == "ablate":
+        from synboost.config import AblationConfig
+        from synboost.jobs.ablate import run_ablation
+
+        run_ablation(load_config(AblationConfig, a.config, a.overrides), resume=not a.fresh)
+    else:
+        _compare(a)
+
+
+def _compare(a: argparse.Namespace) -> None:
+    from synboost.jobs.compare import compare, compare_table, parse_rows, run_compare
+
+    if a.config:
+        from synboost.config import CompareConfig, load_config
+
+        run_compare(load_config(CompareConfig, a.config, a.overrides), resume=not a.fresh)
+        return
+    if not a.pipelines or not a.data:
+        raise SynboostError("give --pipelines ROW... and --data SPEC... (or --config configs/compare/synthetic.yaml)")
+    table = compare(parse_rows(a.pipelines), a.data, a.out, max_images=a.max_images)
+    print(compare_table(table))
+    if a.out:
+        print(f"written to {a.out}/ (compare.md, compare.json, curves_<dataset>.png)")
