@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import sys
 from typing import Sequence
 
 import torch
@@ -41,7 +42,8 @@ def dissimilarity_inputs(image01: torch.Tensor, labels: torch.Tensor, generator,
 class SynBoostDetector(PosthocDetector):
     """SynBoost: segmenter -> (label map, entropy, distance) -> resynthesis -> perceptual difference ->
     dissimilarity network -> fused with the entropy (``ensemble``) -> anomaly map at the input size. The
-    post-hoc scores of the same segmenter pass come for free (``score_all``)."""
+    post-hoc scores of the same segmenter pass come for free (``score_all``). A generator that cannot take the
+    style from the image (no style encoder) is said once, on stderr, when the detector is built."""
 
     EXTRA = ("synboost", "dissimilarity")
 
@@ -53,6 +55,12 @@ class SynBoostDetector(PosthocDetector):
         self.generator, self.dissim, self.vgg19 = generator, dissim, vgg19
         self.size, self.ensemble, self.weights = tuple(size), ensemble, tuple(ensemble_weights)
         self.set_channels_last(self.channels_last)
+        from synboost.models.generator import style_encoder_missing
+
+        why = style_encoder_missing(generator) if generator is not None else None
+        if why:
+            print(f"warning: SynBoost resynthesises each image in its own style, but the generator "
+                  f"({type(generator).__name__}) cannot: {why}", file=sys.stderr)
 
     def _networks(self) -> list[torch.nn.Module]:
         return super()._networks() + [m for m in (getattr(self, "generator", None), getattr(self, "dissim", None),

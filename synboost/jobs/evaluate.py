@@ -6,7 +6,8 @@ On SegmentMeIfYouCan-style data (the anomaly and obstacle tracks, and LostAndFou
 obstacle-track settings), or when asked, the SMIYC component metrics are added: sIoU, PPV and mean F1 at each
 method's pixel-level best-F1 threshold, as the reference computes them (:mod:`synboost.metrics.components`).
 Frames without public labels (SMIYC's hidden test frames) are only run when submission files are written.
-Bad files are skipped and listed in the report, never fatal.
+Bad files are skipped and listed in the report (``skipped``: index, name, file, one-line reason), never fatal; the
+entries of the dataset's image folders that are not images are listed too (``ignored``: path, reason).
 
 Memory: per image only the scores at labelled pixels (float32), their labels and a 1-bit map of where those
 pixels lie are kept; beyond ``memory_gb`` they go to a scratch folder on disk. That is all the metrics need: the
@@ -27,9 +28,17 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from synboost.data.io import write_image, write_json, write_npy, write_text
+from synboost.data.io import scan_images, write_image, write_json, write_npy, write_text
 from synboost.errors import ConfigError, DataError, ImageReadError
 from synboost.jobs.submission import Submission, parse_formats, smiyc_dataset_name, write_validation_performance
+from synboost.jobs.tables import (  # noqa: F401
+    COMPONENT_COLUMNS,
+    PIXEL_COLUMNS,
+    combined_table,
+    dataset_names,
+    markdown_table,
+    write_combined,
+)
 from synboost.metrics.components import PRESETS, ComponentMetrics
 from synboost.metrics.pixel import pixel_curve_two_pass
 from synboost.metrics.segmentation import ConfusionMatrix
@@ -161,8 +170,10 @@ def _collect(detector, dataset, methods, store, writers, progress, max_images, e
         for i in range(start, min(start + bs, n)):
             try:
                 s = dataset[i]
-            except ImageReadError as e:
-                skipped.append({"index": i, "reason": str(e)})
+            except ImageReadError as e:  # the file that failed (the image or a label), its one-line reason
+                name, image = (getattr(dataset, a, None) for a in ("names", "image_path"))
+                skipped.append({"index": i, "name": name[i] if name else None, "reason": str(e),
+                                "file": getattr(e, "path", None) or (str(image(i)) if image else None)})
                 continue
             if "anomaly" in s or writers.pool is not None:
                 samples.append(s)
@@ -240,8 +251,11 @@ def evaluate(detector, dataset, methods: Sequence[str] | None = None, out_dir: s
         rows, curve_data = _score(store, methods, preset, fpr_rule) if done else ([], {})
     finally:
         store.close()
+    ignored, hidden = folder_entries(dataset)
     report: dict[str, Any] = {
-        "dataset": dataset_name, "images": len(done), "skipped": skipped, "unlabelled": len(unlabelled),
+        "dataset": dataset_name, "images": len(done), "skipped": skipped, "ignored": ignored,
+        "counts": {"done": len(done), "skipped": len(skipped), "ignored": len(ignored), "hidden": hidden,
+                   "unlabelled": len(unlabelled)}, "unlabelled": len(unlabelled),
         "fpr_rule": fpr_rule, "eval_size": list(eval_size) if eval_size else None, "results": rows,
         "seconds": time.time() - t0,
     }
@@ -263,6 +277,19 @@ def evaluate(detector, dataset, methods: Sequence[str] | None = None, out_dir: s
     if curves is not None:
         curves.update(curve_data)
     return report
+
+
+def folder_entries(dataset) -> tuple[list[dict[str, str]], int]:
+    """The entries of the folders holding ``dataset``'s images that are not images (``{"path", "reason"}``:
+    dangling links, folders named like images, other suffixes, special files; subfolders belong to layouts and
+    are not listed), and the count of hidden ones. Empty for a dataset without ``image_path``."""
+    where = getattr(dataset, "image_path", None)
+    ignored, hidden = [], 0
+    for folder in sorted({Path(where(i)).parent for i in range(len(dataset))} if where else ()):
+        listing = scan_images(folder)
+        ignored += [e.as_dict() for e in listing.ignored if e.kind != "subfolder"]
+        hidden += listing.hidden
+    return ignored, hidden
 
 
 def _score(store: _ScoreStore, methods, preset, fpr_rule):
@@ -302,83 +329,6 @@ def _write_outputs(out: Path, report, curve_data, shown, methods, dataset_name) 
         write_image(out / "examples" / f"{k:02d}_{s['name']}.png",
                     tile(panels + [gt], cols=min(4, len(panels) + 1),
                          titles=["image"] + list(methods) + ["ground truth"]))
-
-
-def _pct(v) -> str:
-    return "—" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{100 * v:.2f}"
-
-
-#: (report key, column title) of the pixel and component metrics
-PIXEL_COLUMNS = (("ap", "AP"), ("fpr95", "FPR95"), ("auroc", "AUROC"))
-COMPONENT_COLUMNS = (("siou", "sIoU"), ("ppv", "PPV"), ("f1_mean", "mean F1"))
-
-
-def markdown_table(report: dict) -> str:
-    head = f"**{report['dataset']}**: {report['images']} images"
-    if "anomaly_pixel_ratio" in report:
-        head += f", anomaly pixel ratio {100 * report['anomaly_pixel_ratio']:.2f} %"
-    if "miou" in report:
-        head += f", segmenter mIoU {100 * report['miou']:.1f}"
-    cols = PIXEL_COLUMNS + (COMPONENT_COLUMNS if report.get("components") else ())
-    lines = [head, "", "| method | " + " | ".join(f"{t} (%)" for _, t in cols) + " |",
-             "|---|" + "---:|" * len(cols)]
-    for r in report["results"]:
-        lines.append(f"| {r['method']} | " + " | ".join(_pct(r.get(k)) for k, _ in cols) + " |")
-    notes = []
-    if report.get("components"):
-        c = report["components"]
-        notes.append(f"Components: SMIYC {c['preset']} track (predicted components < {c['min_pred_size']} px "
-                     f"removed, GT < {c['min_gt_size']} px void), at each method's pixel best-F1 threshold.")
-    if report.get("eval_size"):
-        notes.append(f"Scored at {report['eval_size'][0]}x{report['eval_size'][1]}.")
-    if report.get("unlabelled"):
-        notes.append(f"{report['unlabelled']} frames without public labels were not scored.")
-    if report.get("submission"):
-        sub = report["submission"]
-        notes.append(f"Submission files ({', '.join(sub['formats'])}) in {sub['dir']}.")
-    if report.get("skipped"):
-        notes.append(f"{len(report['skipped'])} files skipped (see metrics.json).")
-    return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
-
-
-# ---------------------------------------------------------------------------------------- several datasets
-
-
-def dataset_names(specs: Sequence[str]) -> list[str]:
-    """A unique name per dataset spec: its kind (``fishyscapes_laf:DIR`` -> fishyscapes_laf) or folder name."""
-    names: list[str] = []
-    for spec in specs:
-        base = str(spec).split(":", 1)[0] if ":" in str(spec) else Path(str(spec).split("@")[0]).name
-        name, k = base, 2
-        while name in names:
-            name, k = f"{base}-{k}", k + 1
-        names.append(name)
-    return names
-
-
-def combined_table(reports: Sequence[dict]) -> str:
-    """One markdown table, methods as rows and the datasets as column groups (the papers' layout)."""
-    groups = [(r["dataset"], PIXEL_COLUMNS[:2] + (COMPONENT_COLUMNS if r.get("components") else ()))
-              for r in reports]
-    head = ["method"] + [f"{name} {t}" if i == 0 else t for name, cols in groups for i, (_, t) in enumerate(cols)]
-    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
-    methods = list(dict.fromkeys(row["method"] for r in reports for row in r["results"]))
-    for m in methods:
-        cells = [m]
-        for rep, (_, cols) in zip(reports, groups):
-            row = next((x for x in rep["results"] if x["method"] == m), {})
-            cells += [_pct(row.get(k)) for k, _ in cols]
-        lines.append("| " + " | ".join(cells) + " |")
-    sizes = ", ".join(f"{r['dataset']} {r['images']}" for r in reports)
-    return "\n".join(lines) + f"\n\nAP / FPR95 (and SMIYC sIoU / PPV / mean F1) in %; images scored: {sizes}.\n"
-
-
-def write_combined(reports: Sequence[dict], out: str | os.PathLike) -> Path:
-    """``summary.md`` (:func:`combined_table`) and ``summary.json`` (the reports) in ``out``."""
-    out = Path(out)
-    write_json(out / "summary.json", {"datasets": [r["dataset"] for r in reports], "reports": list(reports)})
-    write_text(out / "summary.md", combined_table(reports))
-    return out / "summary.md"
 
 
 def evaluate_many(detector, specs: Sequence[str], methods: Sequence[str], out: str | os.PathLike | None = None,

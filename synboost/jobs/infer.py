@@ -12,17 +12,21 @@ the images folder without suffix; subfolders are kept when ``recursive``), ``out
   is atomic, so an image whose requested files all exist is finished and a killed run resumes cleanly
   (``resume=True`` skips finished images; asking for another output later computes just what is missing).
 * ``report.json`` (``report.rank<k>.json`` per process when sharded; :func:`merge_reports` joins them): what ran,
-  counts, the finished / skipped (with the reader's one-line reason) / done-earlier files, seconds, images/s.
-  It is rewritten every ``report_every`` images, so even a killed run leaves a useful report.
+  counts, the finished / skipped (with the reader's one-line reason) / done-earlier files, the ``ignored`` folder
+  entries (not images: each ``{"path", "reason"}``; hidden ones only counted), seconds, images/s. It is rewritten
+  every ``report_every`` images, so even a killed run leaves a useful report.
 
-A file that cannot be read is skipped and reported, never fatal. Images are decoded in background threads while
-the detector runs, grouped into batches of one size (up to ``detector.batch_size``), and written in background
-threads (OpenCV releases the GIL). No model code here: the detector owns devices and tensors.
+Every folder entry is done, done earlier, skipped or ignored; a file that cannot be read is skipped, never fatal.
+One run at a time writes into a folder (:class:`synboost.runtime.FolderLock`; rank 0 holds it under torchrun).
+Images are decoded in background threads while the detector runs, grouped into batches of one size (up to
+``detector.batch_size``), and written in background threads (OpenCV releases the GIL). No model code here.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -34,13 +38,15 @@ import numpy as np
 from tqdm import tqdm
 
 from synboost import viz
-from synboost.data.io import IMAGE_EXTENSIONS, list_images, read_image, write_image, write_json, write_npy, write_npz
-from synboost.errors import ConfigError, DataError, ImageReadError
+from synboost.data.io import read_image, scan_images, write_image, write_json, write_npy, write_npz
+from synboost.errors import ConfigError, DataError, ImageReadError, SynboostError
 from synboost.jobs.submission import Submission, frame_id, guess_smiyc_dataset, parse_formats, write_output
 
 SAVE_OPTIONS = ("npy", "heatmap", "overlay", "segmentation")
 _WRITE_ORDER = ("segmentation", "heatmap", "overlay", "npy")  # the anomaly map last: it marks an image finished
 _FOLDERS = {"segmentation": "segmentation", "heatmap": "heatmaps", "overlay": "overlays", "npy": "maps"}
+#: what a run writes into its output folder (not inputs when that is the images folder)
+_OURS = re.compile(rf"report(\.rank\d+)?\.json|anomaly_p|.+_(anomaly|segmentation)\.npy|{'|'.join(_FOLDERS.values())}")
 
 Detector = Callable[[list[np.ndarray]], list[dict[str, np.ndarray]]]
 Item = tuple[str, Path]  # (name, file)
@@ -72,22 +78,23 @@ def resolve_shard(shard: tuple[int, int] | None) -> tuple[int, int] | None:
     return (rank, world) if world > 1 else None
 
 
-def _list(images_dir: Path, recursive: bool, exclude: Path) -> list[Item]:
+def _list(images_dir: Path, recursive: bool, out: Path, target: Submission | None
+          ) -> tuple[list[Item], list[dict[str, str]], int]:
+    """(name, file) of every image, the ignored entries (``{"path", "reason"}``) and the hidden-entry count; the
+    run's own outputs (the output and submission folders, and what a run writes into ``out``) are passed over."""
     if not images_dir.is_dir():
         raise DataError(f"{images_dir}: expected a folder of images (.png, .jpg, ...); found no such folder")
-    files = list_images(images_dir, recursive)
-    ex = exclude.resolve()
-    if recursive and ex.is_relative_to(images_dir.resolve()):  # outputs inside the input tree: never read them
-        files = [p for p in files if ex not in p.resolve().parents]
-    if not files:
+    if recursive and images_dir.resolve() == out.resolve():
+        raise DataError(f"{out}: the output folder is the images folder, so with recursive the outputs would be read "
+                        "as inputs; give another output folder")
+    listing = scan_images(images_dir, recursive, [out] + ([target.root] if target else []))
+    ignored = [i.as_dict() for i in listing.ignored
+               if not (i.path.parent.resolve() == out.resolve() and _OURS.fullmatch(i.path.name))]
+    if not listing.images:
         hint = " or its subfolders" if recursive else " (pass recursive / --recursive to search subfolders)"
-        raise DataError(f"{images_dir}: no images (.png, .jpg, ...) found in the folder{hint}")
-    return [(p.relative_to(images_dir).with_suffix("").as_posix(), p) for p in files]
-
-
-def _one_line(path: Path, err: BaseException) -> str:
-    msg = " ".join(str(err).split())
-    return msg if isinstance(err, ImageReadError) else f"{path}: {type(err).__name__}: {msg}"
+        seen = f"; {len(ignored)} other entries, e.g. {ignored[0]['path']}: {ignored[0]['reason']}" if ignored else ""
+        raise DataError(f"{images_dir}: no images (.png, .jpg, ...) found in the folder{hint}{seen}")
+    return [(p.relative_to(images_dir).with_suffix("").as_posix(), p) for p in listing.images], ignored, listing.hidden
 
 
 def _read(items: Sequence[Item]) -> list[tuple[str, Path, np.ndarray | str]]:
@@ -97,7 +104,8 @@ def _read(items: Sequence[Item]) -> list[tuple[str, Path, np.ndarray | str]]:
         try:
             out.append((name, path, read_image(path)))
         except (ImageReadError, OSError, cv2.error) as e:
-            out.append((name, path, _one_line(path, e)))
+            msg = " ".join(str(e).split())
+            out.append((name, path, msg if isinstance(e, ImageReadError) else f"{path}: {type(e).__name__}: {msg}"))
     return out
 
 
@@ -146,6 +154,7 @@ def run_folder(
     submission_dir: str | os.PathLike | None = None,
     method_name: str | None = None,
     dataset_name: str | None = None,
+    lock: bool = True,
 ) -> dict[str, Any]:
     """Run ``detector`` over every image of ``images_dir``, write the outputs under ``out_dir``, return the report.
 
@@ -156,6 +165,8 @@ def run_folder(
     folder: AnomalyTrack-all, ObstacleTrack-all, LostAndFound-test, else the folder's name).
     ``shard=(rank, world)``: this process takes images ``rank, rank + world, ...`` of the sorted list and writes
     ``report.rank<rank>.json``. ``info``: extra JSON-able fields for the report (e.g. the pipeline file).
+    ``lock``: hold the output folder's :class:`~synboost.runtime.FolderLock` (rank 0 of a sharded run; False: the
+    caller holds it); a live run already writing there is a one-line error.
     """
     save = tuple(s.strip() for s in save.split(",") if s.strip() and s.strip() != "none") if isinstance(save, str) \
         else tuple(save)
@@ -168,10 +179,25 @@ def run_folder(
         target = Submission(Path(submission_dir) if submission_dir else out, formats,
                             method_name or getattr(detector, "method", None) or "method",
                             dataset_name or guess_smiyc_dataset(images_dir))
+    items, ignored, hidden = _list(images_dir, recursive, out, target)
+    shard = resolve_shard(shard)
+    with _folder_lock(out, lock and (shard is None or shard[0] == 0)):
+        return _run(detector, items, ignored, hidden, images_dir=images_dir, out=out, shard=shard, target=target,
+                    resume=resume, save=save, float16=float16, progress=progress, report_every=report_every,
+                    info=info, formats=formats)
+
+
+def _folder_lock(out: Path, hold: bool):
+    """The output folder's FolderLock (a no-op context when this process does not hold it)."""
     if out.exists() and not out.is_dir():
         raise DataError(f"{out}: the output folder is a file; give a folder (created if missing)")
-    items = _list(images_dir, recursive, out)
-    shard = resolve_shard(shard)
+    from synboost.runtime import FolderLock
+
+    return FolderLock(out, "infer") if hold else contextlib.nullcontext()
+
+
+def _run(detector, items: list[Item], ignored: list[dict[str, str]], hidden: int, *, images_dir: Path, out: Path,
+         shard, target, resume, save, float16, progress, report_every, info, formats) -> dict[str, Any]:
     first: dict[str, Path] = {}
     first_id: dict[str, Path] = {}  # submission files are named by the benchmark id (the file stem)
     for name, path in items:  # over the whole listing, so that every rank agrees on duplicates
@@ -206,9 +232,11 @@ def run_folder(
             "save": list(save), "float16": float16, "finished": finished,
             **({"formats": list(formats), "submission_dir": str(target.root), "method_name": target.method,
                 "dataset_name": target.dataset} if target else {}),
-            "counts": {"images": len(mine), "done": len(done), "skipped": len(skipped), "done_earlier": len(earlier)},
+            "counts": {"images": len(mine), "done": len(done), "skipped": len(skipped), "done_earlier": len(earlier),
+                       "ignored": len(ignored), "hidden": hidden},
             "seconds": round(secs, 3), "images_per_s": round(len(done) / secs, 3) if secs > 0 else 0.0,
             "done": sorted(done), "skipped": sorted(skipped, key=lambda s: s["file"]), "done_earlier": sorted(earlier),
+            "ignored": ignored,
         }
         write_json(report_path, rep)
         return rep
@@ -295,77 +323,53 @@ def merge_reports(out_dir: str | os.PathLike) -> dict[str, Any]:
     done = sorted({n for r in reports for n in r["done"]})
     earlier = sorted({n for r in reports for n in r["done_earlier"]})
     skipped = sorted({s["file"]: s for r in reports for s in r["skipped"]}.values(), key=lambda s: s["file"])
+    ignored = sorted({i["path"]: i for r in reports for i in r.get("ignored", [])}.values(), key=lambda i: i["path"])
     counts: dict[str, int] = {}
     for r in reports:
         for k, v in r["counts"].items():
             counts[k] = counts.get(k, 0) + v
+    counts.update(ignored=len(ignored), hidden=max(r["counts"].get("hidden", 0) for r in reports))  # the whole folder's
     secs = max(r["seconds"] for r in reports)  # the ranks ran side by side
-    merged = {k: v for k, v in reports[0].items() if k not in ("shard", "done", "skipped", "done_earlier")}
+    merged = {k: v for k, v in reports[0].items() if k not in ("shard", "done", "skipped", "done_earlier", "ignored")}
     merged.update(
         world=world, ranks=ranks, missing_ranks=missing, finished=not missing and all(r["finished"] for r in reports),
         counts=counts, seconds=secs, images_per_s=round(counts.get("done", 0) / secs, 3) if secs > 0 else 0.0,
-        done=done, skipped=skipped, done_earlier=earlier,
+        done=done, skipped=skipped, done_earlier=earlier, ignored=ignored,
     )
     write_json(out / "report.json", merged)
     return merged
 
 
 def run_folder_distributed(detector, images_dir, out_dir, **kwargs) -> dict:
-    """:func:`run_folder` on this process's shard when started by ``torchrun`` (``WORLD_SIZE`` > 1): every rank
-    writes its share, waits for the others (a gloo barrier), and rank 0 merges the reports into ``report.json``.
+    """:func:`run_folder` on this process's shard when started by ``torchrun`` (``WORLD_SIZE`` > 1): rank 0 holds
+    the folder lock for the whole run (if it cannot, every rank stops with one line), every rank writes its share,
+    waits for the others (a gloo barrier), and rank 0 merges the reports into ``report.json``.
     Without torchrun it is a plain :func:`run_folder`."""
     shard = resolve_shard(None)
-    rep = run_folder(detector, images_dir, out_dir, shard=shard, **kwargs)
     if shard is None:
-        return rep
+        return run_folder(detector, images_dir, out_dir, **kwargs)
+    import torch
     import torch.distributed as dist
 
     if not dist.is_initialized():
         dist.init_process_group("gloo")
-    dist.barrier()
-    if shard[0] == 0:
-        rep = merge_reports(out_dir)
-    dist.barrier()
+    held = err = None
+    try:
+        held = _folder_lock(Path(out_dir), shard[0] == 0 and kwargs.pop("lock", True))
+        held.__enter__()
+    except Exception as e:  # told to every rank, then raised
+        err = e
+    failed = torch.tensor([int(err is not None)])
+    dist.broadcast(failed, 0)
+    if failed.item():
+        dist.destroy_process_group()
+        raise err or SynboostError(f"{out_dir}: rank 0 could not take the output folder's lock; see its message")
+    try:
+        rep = run_folder(detector, images_dir, out_dir, shard=shard, lock=False, **kwargs)
+        dist.barrier()
+        rep = merge_reports(out_dir) if shard[0] == 0 else rep
+        dist.barrier()
+    finally:
+        held.__exit__(None, None, None)
     dist.destroy_process_group()
     return rep
-
-
-def synthesize_folder(generator, labels_dir, out_dir, images_dir=None, batch_size: int = 8,
-                      progress: bool = True) -> dict:
-    """``synboost synthesize``: redraw every train-id label map (``*.png``, 255 = ignore) of a folder with a
-    trained generator, deterministically (z = mu of the paired real image from ``images_dir`` when the generator
-    has a style encoder and the image exists, else z = 0). Writes ``<out>/<name>.png`` at the label's size."""
-    import torch
-
-    from synboost.data.io import read_label
-    from synboost.models.generator import resynthesize
-
-    labels = list_images(labels_dir) if Path(labels_dir).is_dir() else []
-    if not labels:
-        raise DataError(f"{labels_dir}: expected a folder of train-id label maps (*.png); found none")
-    out = Path(out_dir)
-    report = {"done": [], "skipped": []}
-    bar = tqdm(total=len(labels), desc="synthesize", unit="img", disable=not progress)
-    for start in range(0, len(labels), batch_size):
-        items = []
-        for p in labels[start:start + batch_size]:
-            try:
-                lab = read_label(p)
-                img = None
-                if images_dir is not None and getattr(generator, "use_vae", False):
-                    cand = [q for q in Path(images_dir).glob(p.stem + ".*") if q.suffix.lower() in IMAGE_EXTENSIONS]
-                    img = read_image(cand[0]) if cand else None
-                items.append((p, lab, img))
-            except ImageReadError as e:
-                report["skipped"].append({"file": str(p), "reason": str(e)})
-        for p, lab, img in items:
-            img_t = None if img is None else torch.from_numpy(img).permute(2, 0, 1)[None].float().div(255)
-            res = resynthesize(generator, torch.from_numpy(lab.astype(np.int64))[None], img_t)
-            arr = (res[0].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
-            arr = cv2.resize(arr, (lab.shape[1], lab.shape[0]), interpolation=cv2.INTER_LINEAR)
-            write_image(out / f"{p.stem}.png", arr)
-            report["done"].append(p.stem)
-        bar.update(len(labels[start:start + batch_size]))
-    bar.close()
-    write_json(out / "report.json", report)
-    return report

@@ -78,6 +78,8 @@ class ConvEncoder(nn.Module):
 
 
 class SPADEGenerator(nn.Module):
+    """SPADE's generator (module docstring: layout, latent); ``use_vae`` adds the style encoder ``encoder``."""
+
     def __init__(self, label_nc: int = 19, ngf: int = 64, num_upsampling: int = 6, z_dim: int = 256,
                  use_vae: bool = True, edge_channel: bool = False, out_size: tuple[int, int] = (256, 512),
                  crop_size: int | None = None, aspect_ratio: float | None = None, norm: str = "batch",
@@ -183,6 +185,18 @@ def generator_input(generator: SPADEGenerator, labels: torch.Tensor, ignore: int
     return onehot
 
 
+def style_encoder_missing(generator: nn.Module) -> str | None:
+    """Why ``generator`` cannot take the style from an image (None when it can): it was built with
+    ``use_vae=False``, or it is a CC-FPSE model imported without its encoder (then it decodes z = 0)."""
+    if not getattr(generator, "use_vae", False):
+        return ("it was built with use_vae=False, so it has no style encoder and draws from the label map alone; "
+                "train one with use_vae=true to use the image's style")
+    if getattr(generator, "encoder", None) is None:
+        return ("it has no style encoder (a CC-FPSE model imported without latest_net_E.pth), so it decodes "
+                "z = 0, the prior's mode, for every image; import it again with latest_net_E.pth")
+    return None
+
+
 @torch.no_grad()
 def resynthesize(generator: SPADEGenerator, labels: torch.Tensor, image: torch.Tensor | None = None,
                  ignore: int = 255, batch_size: int | None = None) -> torch.Tensor:
@@ -215,4 +229,5 @@ def resynthesize(generator: SPADEGenerator, labels: torch.Tensor, image: torch.T
 
 @register_model("spade_generator")
 def spade_generator(**kwargs) -> SPADEGenerator:
+    """The registry's builder: :class:`SPADEGenerator` with ``kwargs``."""
     return SPADEGenerator(**kwargs)
