@@ -62,10 +62,9 @@ def test_fit_density_beats_chance_on_held_out_anomaly_scenes(tiny_world, fitted)
 def test_density_scores_come_from_the_segmenter_pass(tiny_world, fitted):
     """score_all gives the density maps of the same forward pass, equal to scoring each method alone; the
     post-hoc maps are unchanged by the hooks; MC-dropout passes do not overwrite the captured features."""
-    from synboost.config import PipelineConfig
     from synboost.data.kinds import open_dataset
     from synboost.detectors.components import load_segmenter
-    from synboost.detectors.pipeline import load_pipeline
+    from synboost.detectors.pipeline import load_pipeline, read_pipeline, resolve_component
     from synboost.detectors.posthoc import PosthocDetector
 
     s, _ = fitted
@@ -78,7 +77,9 @@ def test_density_scores_come_from_the_segmenter_pass(tiny_world, fitted):
         np.testing.assert_allclose(alone[1][m], every[1][m], rtol=1e-5, atol=1e-5)
     with_mc = det.run(images, ["nll_min", "mcdropout"])
     np.testing.assert_allclose(with_mc[0]["nll_min"], every[0]["nll_min"], rtol=1e-5, atol=1e-5)
-    plain = PosthocDetector(load_segmenter(load_config(PipelineConfig, s["pipeline"]).segmenter)[0], "energy")
+    pipe = Path(s["pipeline"])
+    seg = resolve_component(read_pipeline(pipe).components.segmenter, pipe.parent)
+    plain = PosthocDetector(load_segmenter(seg)[0], "energy")
     np.testing.assert_allclose(plain(images)[2]["anomaly"], every[2]["energy"], rtol=1e-5, atol=1e-5)
 
 

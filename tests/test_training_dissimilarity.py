@@ -3,8 +3,8 @@ import json
 
 import pytest
 import torch
-from conftest import logged_steps, torchrun_cli
 
+from conftest import logged_steps, torchrun_cli
 from synboost.config import SynModelConfig
 from synboost.detectors.components import build_generator, save_component
 from synboost.hub.checkpoint import load_model

@@ -3,8 +3,8 @@ import json
 
 import numpy as np
 import torch
-from conftest import logged_steps, torchrun_cli
 
+from conftest import logged_steps, torchrun_cli
 from synboost.config import PebalConfig, load_config
 from synboost.hub.checkpoint import load_model
 

@@ -4,9 +4,9 @@ import json
 import numpy as np
 import pytest
 import torch
+
 from conftest import logged_steps, torchrun_cli
 from conftest import seg_config as _cfg
-
 from synboost.hub.checkpoint import load_model
 
 

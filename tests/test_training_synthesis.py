@@ -1,8 +1,8 @@
 """The synthesis stage trained for real on the synthetic world (small, CPU)."""
 import numpy as np
 import torch
-from conftest import logged_steps, torchrun_cli
 
+from conftest import logged_steps, torchrun_cli
 from synboost.config import SynthesisConfig, load_config
 from synboost.data.kinds import open_dataset
 from synboost.detectors.components import build_generator, load_generator

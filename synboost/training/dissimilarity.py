@@ -34,7 +34,8 @@ from synboost.detectors.synboost import dissimilarity_inputs
 from synboost.errors import ConfigError
 from synboost.metrics.pixel import pixel_metrics
 from synboost.tensors import images_to_batch, resize_maps
-from synboost.training.engine import Engine, SeededDataset, publish_run
+from synboost.training.engine import SeededDataset, Task
+from synboost.training.stage import publish_run, run_stage
 
 EGO_ID = 1
 
@@ -132,7 +133,10 @@ def enet_class_weights(items: list[dict]) -> torch.Tensor:
     return (1.0 / torch.log(1.02 + f)).float()
 
 
-class DissimilarityTask:
+class DissimilarityTask(Task):
+    """The dissimilarity network on anomaly data made once before training (see the module docstring); ends with
+    ``dissimilarity.safetensors`` and a SynBoost pipeline file."""
+
     kind = "dissimilarity"
 
     def __init__(self, cfg: DissimilarityConfig, progress: bool = True, samples: dict | None = None):
@@ -214,16 +218,19 @@ class DissimilarityTask:
         return {"kind": self.kind, "config": to_dict(self.cfg), "model": to_dict(m), "size": list(self.cfg.data.size),
                 "priors": list(m.priors)}
 
+    def on_fit_end(self, model, summary, engine) -> None:
+        """Publish the best epoch as ``dissimilarity.safetensors`` and a ``pipeline.yaml`` composing the three
+        stages."""
+        cfg = self.cfg
+        publish_run(summary, cfg.out, "dissimilarity.safetensors", "dissimilarity", method="synboost",
+                    segmenter=str(Path(cfg.segmenter).resolve()), generator=str(Path(cfg.generator).resolve()),
+                    input_size=list(cfg.seg_size), perceptual_vgg_pretrained=cfg.perceptual_vgg_pretrained,
+                    perceptual_vgg_path=cfg.perceptual_vgg_path)
+
 
 def train_dissimilarity(cfg: DissimilarityConfig, resume: bool = False, progress: bool = True,
                         samples: dict | None = None) -> dict:
     """``synboost train dissimilarity``; ends by writing ``dissimilarity.safetensors`` (the best epoch) and a
-    SynBoost ``pipeline.yaml`` that composes the three stages."""
-    engine = Engine(DissimilarityTask(cfg, progress, samples), cfg.train, cfg.out, config=cfg, progress=progress)
-    summary = engine.fit(resume=resume)
-    if engine.is_main and summary["finished"]:
-        publish_run(summary, cfg.out, "dissimilarity.safetensors", "dissimilarity", method="synboost",
-                     segmenter=str(Path(cfg.segmenter).resolve()), generator=str(Path(cfg.generator).resolve()),
-                     input_size=list(cfg.seg_size), perceptual_vgg_pretrained=cfg.perceptual_vgg_pretrained,
-                     perceptual_vgg_path=cfg.perceptual_vgg_path)
-    return summary
+    SynBoost ``pipeline.yaml`` that composes the three stages. ``samples``: made by :func:`prepare_samples` (shared
+    between runs that differ only in the network)."""
+    return run_stage(DissimilarityTask(cfg, progress, samples), cfg, resume=resume, progress=progress)

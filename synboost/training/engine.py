@@ -1,25 +1,29 @@
 """THE training loop, once, for every stage.
 
 A stage is a :class:`Task`: it builds its model, optimiser, scheduler and dataset, does one step on a batch and
-validates. The engine adds everything else:
+validates; its hooks add what else it needs (sample grids, the products written at the end). The engine adds
+everything else:
 
-* device: CUDA when there is one (``device: auto``), else the CPU, same code; bf16 autocast on CUDA (``amp``);
+* device: CUDA when there is one (``device: auto``), else the CPU, same code; bf16 autocast on CUDA (``amp``), and
+  on a CPU with bf16 units when asked for (``Engine(cpu_amp=True)``; see :func:`cpu_bf16_supported`);
 * ``torchrun``: DistributedDataParallel (NCCL on GPUs, gloo on CPUs), DistributedSampler, rank-0 logging,
   validation and checkpoints;
 * determinism: the data order, every sample's augmentation and the dropout RNG are functions of (seed, epoch),
   so a run stopped after any epoch and resumed gives the same weights as one that never stopped;
-* checkpoints every epoch (``last``: weights as safetensors + training state), ``best`` by the task's
-  validation score; ``resume`` continues from ``last``;
+* checkpoints every epoch: ``best`` by the task's validation score, then ``last`` (weights + training state +
+  an index naming both by hash, one unit: :mod:`synboost.training.snapshot`); ``resume`` continues from ``last``;
+* one run per output folder (:class:`synboost.runtime.FolderLock`, held by rank 0 for the whole fit);
 * logs: ``train_log.jsonl`` (one JSON object per logged step and per epoch), a progress bar with loss and ETA;
 * the resolved config beside the outputs.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,27 +37,72 @@ from synboost.config import LoopConfig, save_config
 from synboost.data.io import write_json
 from synboost.detectors.components import save_component
 from synboost.errors import SynboostError
-from synboost.hub.checkpoint import load_into, load_model, load_state, read_meta, save_state
-from synboost.runtime import dist_info, pick_device
+from synboost.hub.checkpoint import load_into, load_model, load_state, read_meta
+from synboost.runtime import FolderLock, dist_info, pick_device
+from synboost.training import snapshot
 
 
-class Task(Protocol):
-    """What a stage gives the engine. ``build_optimizer`` / ``build_scheduler`` may return one object or a dict of
-    them (a GAN has two). With ``manual_step = True`` the task's ``train_step(model, batch, device, optimizers)``
-    does its own backward passes and optimizer steps and returns a detached loss; otherwise the engine does
-    ``loss.backward(); optimizer.step()``. An optional ``wrap_distributed(model)`` replaces the default
-    ``DistributedDataParallel(model)`` (a GAN wraps its generator and discriminator separately), and an optional
-    ``after_step(model, global_step, out_dir)`` runs on rank 0 after every step (sample grids, ...)."""
+class Task:
+    """What a stage gives the engine; subclass it and fill in the ``build_*``, ``train_dataset``, ``train_step``,
+    ``validate`` and ``checkpoint_meta`` methods; the hooks are no-ops unless overridden.
 
-    kind: str  #: checkpoint kind, e.g. "segmenter"; an optional ``name`` labels progress and logs (default: kind)
+    ``build_optimizer`` / ``build_scheduler`` may return one object or a dict of them (a GAN has two). With
+    ``manual_step = True`` the task's ``train_step(model, batch, device, optimizers)`` does its own backward passes
+    and optimizer steps and returns a detached loss; otherwise ``train_step(model, batch, device)`` returns
+    ``(loss, logs)`` and the engine does ``loss.backward(); optimizer.step()``."""
 
-    def build_model(self) -> nn.Module: ...
-    def build_optimizer(self, model: nn.Module) -> torch.optim.Optimizer: ...
-    def build_scheduler(self, opt: torch.optim.Optimizer, total_steps: int) -> Any: ...
-    def train_dataset(self) -> Dataset: ...
-    def train_step(self, model: nn.Module, batch: Any, device: torch.device) -> tuple[torch.Tensor, dict]: ...
-    def validate(self, model: nn.Module, device: torch.device) -> dict[str, float]: ...
-    def checkpoint_meta(self) -> dict: ...
+    kind: str = ""  #: checkpoint kind (a key of ``synboost.detectors.components.COMPONENT_KINDS``)
+    name: str | None = None  #: labels progress and logs (None: ``kind``)
+    manual_step: bool = False
+
+    def build_model(self) -> nn.Module:
+        """The network to train (on the CPU; the engine moves it)."""
+        raise NotImplementedError
+
+    def build_optimizer(self, model: nn.Module) -> Any:
+        """An optimizer, or a dict of them."""
+        raise NotImplementedError
+
+    def build_scheduler(self, opt: Any, total_steps: int) -> Any:
+        """A scheduler (stepped per step; ``ReduceLROnPlateau`` per epoch on the validation loss), a dict of them,
+        or None (the default)."""
+        return None
+
+    def train_dataset(self) -> Dataset:
+        """The training set (a :class:`SeededDataset` for per-epoch augmentation)."""
+        raise NotImplementedError
+
+    def train_step(self, model: nn.Module, batch: Any, device: torch.device, *opts) -> tuple[torch.Tensor, dict]:
+        """(loss, logs of floats) of one batch (see the class docstring for ``manual_step``)."""
+        raise NotImplementedError
+
+    def validate(self, model: nn.Module, device: torch.device) -> dict:
+        """Validation numbers after an epoch (rank 0); ``score`` (higher is better) selects ``best``, ``loss``
+        steps plateau schedulers. Default: none (best = lowest training loss)."""
+        return {}
+
+    def checkpoint_meta(self) -> dict:
+        """Metadata of the checkpoints: ``kind``, ``model`` (its config) and anything else to keep."""
+        return {"kind": self.kind}
+
+    def wrap_distributed(self, model: nn.Module) -> nn.Module:
+        """The module trained under torchrun (default: ``DistributedDataParallel(model)``); the engine keeps
+        saving the plain ``model``."""
+        return nn.parallel.DistributedDataParallel(model)
+
+    def after_step(self, model: nn.Module, global_step: int, out_dir: Path) -> None:
+        """Rank 0, after every training step (sample grids, ...)."""
+
+    def on_fit_start(self, engine: "Engine") -> None:
+        """Rank 0, with the folder locked, before the model is built (reference numbers of a base model, ...)."""
+
+    def summary_fields(self) -> dict:
+        """Fields this task adds to the run's summary on every rank (e.g. ``base_val``)."""
+        return {}
+
+    def on_fit_end(self, model: nn.Module, summary: dict, engine: "Engine") -> None:
+        """Rank 0, with the folder still locked, after the last epoch of a finished run (not after a
+        ``stop_after`` pause): write the stage's products and add their paths to ``summary``."""
 
 
 class SeededDataset(Dataset):
@@ -65,13 +114,28 @@ class SeededDataset(Dataset):
         self.items, self.seed, self.epoch = items, seed, 0
 
     def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose draws ``rng`` gives."""
         self.epoch = epoch
 
     def rng(self, i: int) -> np.random.Generator:
+        """The generator of sample ``i`` in the current epoch."""
         return np.random.default_rng([self.seed, self.epoch, i])
 
     def __len__(self) -> int:
         return len(self.items)
+
+
+def cpu_bf16_supported() -> bool:
+    """Whether this CPU has bf16 arithmetic units (x86 AVX512-BF16 or AMX-BF16, Arm BF16), as torch detects
+    them; False when torch cannot tell. Never assumed from the architecture alone."""
+    caps = getattr(torch.cpu, "get_capabilities", None)
+    if caps is None:
+        return False
+    try:
+        found = caps()
+    except Exception:  # an unknown CPU or an old build
+        return False
+    return any(v is True and k.lower().endswith("bf16") for k, v in found.items())
 
 
 def _each(x) -> list:
@@ -100,29 +164,49 @@ def _seed_all(*parts: int) -> None:
     np.random.seed(s % 2**32)
 
 
+def _plateau(sc) -> bool:
+    return isinstance(sc, torch.optim.lr_scheduler.ReduceLROnPlateau)
+
+
 class Engine:
+    """Runs a :class:`Task`: ``fit()`` = ``setup`` + (``train_epoch`` + ``validate_and_save``) per epoch + the
+    summary and the task's end hook, all under the folder lock. ``cpu_amp``: bf16 autocast on the CPU too (when
+    ``loop.amp`` and :func:`cpu_bf16_supported`); off by default, so the CPU numbers are float32's."""
+
     def __init__(self, task: Task, loop: LoopConfig, out_dir: str | os.PathLike, config: Any = None,
-                 progress: bool = True):
+                 progress: bool = True, cpu_amp: bool = False):
         self.task, self.loop, self.out = task, loop, Path(out_dir)
         self.config = config
         self.progress = progress
         self.world, self.rank, self.local_rank = dist_info()
         self.device = pick_device(loop.device, self.local_rank)
         self.log_path = self.out / "train_log.jsonl"
+        self.amp_device = self._amp_device(cpu_amp)
+        self.best_val: dict = {}
+        self.val: dict = {}
+        self.start, self.best, self.epochs_run = 0, -math.inf, 0
 
     # ------------------------------------------------------------------------------------------------ helpers
     @property
     def name(self) -> str:
-        return getattr(self.task, "name", self.task.kind)
+        """The task's label (its ``name``, else its ``kind``)."""
+        return self.task.name or self.task.kind
 
     @property
     def is_main(self) -> bool:
+        """Rank 0 (the one process without torchrun)."""
         return self.rank == 0
+
+    def _amp_device(self, cpu_amp: bool) -> str | None:
+        if not self.loop.amp:
+            return None
+        if self.device.type == "cuda":
+            return "cuda"
+        return "cpu" if cpu_amp and self.device.type == "cpu" and cpu_bf16_supported() else None
 
     def _log(self, record: dict) -> None:
         if self.is_main:
             with open(self.log_path, "a") as f:
-                import json
                 f.write(json.dumps(record) + "\n")
 
     def _barrier(self) -> None:
@@ -137,16 +221,15 @@ class Engine:
         kind, cfg = meta.pop("kind", self.task.kind), meta.pop("model", None)
         save_component(path, model, kind, cfg, **meta, epoch=epoch, val=val)
 
-    def _save(self, model: nn.Module, opt, sched, epoch: int, best: float, val: dict) -> None:
-        self._save_weights(self._ckpt("last"), model, epoch, val)
-        save_state(self.out / "last_state.pt", {
-            "epoch": epoch, "best": best, "best_val": self.best_val, "optimizer": _state_of(opt),
-            "scheduler": _state_of(sched),
-        })
+    def _save_last(self, epoch: int, val: dict) -> None:
+        state = {"epoch": epoch, "best": self.best, "best_val": self.best_val, "optimizer": _state_of(self.opt),
+                 "scheduler": _state_of(self.sched)}
+        snapshot.write_last(self.out, lambda p: self._save_weights(p, self.model, epoch, val), state, epoch)
 
-    # --------------------------------------------------------------------------------------------------- fit
-    def fit(self, resume: bool = False) -> dict:
-        """Train; returns a summary (paths of the last and best checkpoints, final validation)."""
+    # ------------------------------------------------------------------------------------------------- setup
+    def setup(self, resume: bool = False) -> None:
+        """Process group, output folder and config, model, optimizer, data, scheduler and (``resume``) the state
+        of the last consistent checkpoint."""
         loop = self.loop
         if self.world > 1 and not dist.is_initialized():
             backend = "nccl" if self.device.type == "cuda" else "gloo"
@@ -161,141 +244,149 @@ class Engine:
         model = self.task.build_model().to(self.device)
         if loop.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        opt = self.task.build_optimizer(model)
-        dataset = self.task.train_dataset()
-        sampler = DistributedSampler(dataset, num_replicas=self.world, rank=self.rank, shuffle=True,
-                                     seed=loop.seed, drop_last=True)
-        per_rank = len(sampler)
-        steps = per_rank // loop.batch_size
+        self.model = model
+        self.opt = self.task.build_optimizer(model)
+        self.dataset = self.task.train_dataset()
+        self.sampler = DistributedSampler(self.dataset, num_replicas=self.world, rank=self.rank, shuffle=True,
+                                          seed=loop.seed, drop_last=True)
+        steps = len(self.sampler) // loop.batch_size
         if loop.steps_per_epoch:
             steps = min(steps, loop.steps_per_epoch) if steps else loop.steps_per_epoch
         if steps == 0:
-            raise SynboostError(f"training set has {len(dataset)} samples, fewer than one batch of "
+            raise SynboostError(f"training set has {len(self.dataset)} samples, fewer than one batch of "
                                 f"{loop.batch_size} per process; lower train.batch_size")
-        sched = self.task.build_scheduler(opt, steps * loop.epochs)
+        self.steps = steps
+        self.sched = self.task.build_scheduler(self.opt, steps * loop.epochs)
+        self.start, self.best, self.best_val, self.val, self.epochs_run = 0, -math.inf, {}, {}, 0
+        if resume:
+            self._resume()
+        self.net = self.task.wrap_distributed(model) if self.world > 1 else model
 
-        start, best = 0, -math.inf
-        self.best_val: dict = {}
-        if resume and self._ckpt("last").is_file() and (self.out / "last_state.pt").is_file():
-            sd, meta = load_model(self._ckpt("last"), self.task.kind)
-            load_into(model, sd, str(self._ckpt("last")))
-            st = load_state(self.out / "last_state.pt")
-            _load_state(opt, st["optimizer"])
-            _load_state(sched, st.get("scheduler"))
-            start, best = int(st["epoch"]) + 1, float(st["best"])
-            self.best_val = dict(st.get("best_val") or {})
-            if not self.best_val and self._ckpt("best").is_file():  # a state written before best_val was kept
-                bm = read_meta(self._ckpt("best"))
-                self.best_val = {**bm.get("val", {}), "epoch": int(bm.get("epoch", 0)) + 1}
-            if self.is_main:
-                print(f"resuming from {self._ckpt('last')} (epoch {start} of {loop.epochs})")
-        elif resume and self.is_main:
-            print(f"no checkpoint in {self.out} to resume from; starting afresh")
-
-        if self.world > 1:
-            wrap = getattr(self.task, "wrap_distributed", None)
-            net = wrap(model) if wrap is not None else nn.parallel.DistributedDataParallel(model)
-        else:
-            net = model
-        manual = getattr(self.task, "manual_step", False)
-        use_amp = loop.amp and self.device.type == "cuda"
-        val: dict = {}
-        epochs_run = 0
-        for epoch in range(start, loop.epochs):
-            if loop.stop_after and epochs_run >= loop.stop_after:
-                break
-            sampler.set_epoch(epoch)
-            if hasattr(dataset, "set_epoch"):
-                dataset.set_epoch(epoch)
-            _seed_all(loop.seed, epoch + 1, self.rank)
-            loader = DataLoader(dataset, batch_size=loop.batch_size, sampler=sampler, drop_last=True,
-                                num_workers=loop.workers, pin_memory=self.device.type == "cuda",
-                                persistent_workers=False)
-            net.train()
-            bar = tqdm(total=steps, desc=f"{self.name} epoch {epoch + 1}/{loop.epochs}", unit="step",
-                       disable=not (self.progress and self.is_main), dynamic_ncols=True, leave=False)
-            t0, running, n = time.time(), 0.0, 0
-            for i, batch in enumerate(loader):
-                if i >= steps:
-                    break
-                if manual:
-                    loss, logs = self.task.train_step(net, batch, self.device, opt)
-                else:
-                    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-                        loss, logs = self.task.train_step(net, batch, self.device)
-                if not torch.isfinite(loss):
-                    raise SynboostError(f"{self.name}: loss became {loss.item()} at epoch {epoch + 1} step "
-                                        f"{i + 1}; the last good checkpoint is {self._ckpt('last')}; "
-                                        "lower train.lr and resume")
-                if not manual:
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                for sc in _each(sched):
-                    if not isinstance(sc, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                        sc.step()
-                running += float(loss.detach())
-                n += 1
-                after = getattr(self.task, "after_step", None)
-                if after is not None and self.is_main:
-                    after(model, epoch * steps + i + 1, self.out)
-                bar.set_postfix(loss=f"{running / n:.4f}")
-                bar.update()
-                if loop.log_every and (i + 1) % loop.log_every == 0:
-                    self._log({"epoch": epoch + 1, "step": i + 1, "loss": float(loss.detach()),
-                               "lr": _each(opt)[0].param_groups[0]["lr"], **{k: float(v) for k, v in logs.items()}})
-            bar.close()
-            if self.is_main:
-                val = self.task.validate(model, self.device)
-                for sc in _each(sched):  # plateau schedulers step once per epoch on the validation loss
-                    if isinstance(sc, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                        sc.step(val.get("loss", running / max(n, 1)))
-                score = float(val.get("score", -running / max(n, 1)))
-                improved = score > best
-                best = max(best, score)
-                if improved:
-                    self.best_val = {**val, "epoch": epoch + 1}
-                self._save(model, opt, sched, epoch, best, val)
-                if improved:
-                    self._save_weights(self._ckpt("best"), model, epoch, val)
-                record = {"epoch": epoch + 1, "train_loss": running / max(n, 1), "seconds": time.time() - t0,
-                          **{f"val_{k}": v for k, v in val.items()}}
-                self._log(record)
-                if self.progress:
-                    shown = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
-                                      for k, v in record.items())
-                    tqdm.write(f"[{self.name}] {shown}")
-            self._barrier()
-            epochs_run += 1
-        finished = not (loop.stop_after and start + epochs_run < loop.epochs)
-        summary = {"out": str(self.out), "last": str(self._ckpt("last")), "best": str(self._ckpt("best")),
-                   "finished": finished, "val": val, "best_val": getattr(self, "best_val", {})}
+    def _resume(self) -> None:
+        pair = snapshot.find_last(self.out)
+        if pair is None:  # nothing to resume: a fresh run (resuming is the default, so say so only for leftovers)
+            if self.is_main and any((self.out / f).exists() for f in ("last.safetensors", "last_state.pt")):
+                print(f"no complete checkpoint in {self.out} to resume from (the last one was cut short); "
+                      "starting afresh")
+            return
+        sd, _ = load_model(pair.weights, self.task.kind)
+        load_into(self.model, sd, str(pair.weights))
+        st = load_state(pair.state)
+        _load_state(self.opt, st["optimizer"])
+        _load_state(self.sched, st.get("scheduler"))
+        self.start, self.best = int(st["epoch"]) + 1, float(st["best"])
+        self.best_val = dict(st.get("best_val") or {})
+        if not self.best_val and self._ckpt("best").is_file():  # a state written before best_val was kept
+            bm = read_meta(self._ckpt("best"))
+            self.best_val = {**bm.get("val", {}), "epoch": int(bm.get("epoch", 0)) + 1}
+        self._barrier()  # every rank has read the pair before rank 0 renames kept files back
         if self.is_main:
-            write_json(self.out / "summary.json", summary)
-        if self.world > 1:
-            dist.destroy_process_group()
+            if pair.from_prev:
+                snapshot.restore(pair)
+            if pair.note:
+                print(f"note: {pair.note}")
+            print(f"resuming from {self._ckpt('last')} (epoch {self.start} of {self.loop.epochs})")
+
+    # -------------------------------------------------------------------------------------------- one epoch
+    def train_epoch(self, epoch: int) -> dict:
+        """One pass of ``steps`` batches (epoch-seeded data order, augmentation and RNG); returns the mean loss,
+        the number of steps and the seconds taken."""
+        loop, task, net = self.loop, self.task, self.net
+        self.sampler.set_epoch(epoch)
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+        _seed_all(loop.seed, epoch + 1, self.rank)
+        loader = DataLoader(self.dataset, batch_size=loop.batch_size, sampler=self.sampler, drop_last=True,
+                            num_workers=loop.workers, pin_memory=self.device.type == "cuda", persistent_workers=False)
+        net.train()
+        bar = tqdm(total=self.steps, desc=f"{self.name} epoch {epoch + 1}/{loop.epochs}", unit="step",
+                   disable=not (self.progress and self.is_main), dynamic_ncols=True, leave=False)
+        t0, running, n = time.time(), 0.0, 0
+        amp = self.amp_device
+        for i, batch in enumerate(loader):
+            if i >= self.steps:
+                break
+            if task.manual_step:
+                loss, logs = task.train_step(net, batch, self.device, self.opt)
+            else:
+                with torch.autocast(amp or "cuda", dtype=torch.bfloat16, enabled=amp is not None):
+                    loss, logs = task.train_step(net, batch, self.device)
+            if not torch.isfinite(loss):
+                raise SynboostError(f"{self.name}: loss became {loss.item()} at epoch {epoch + 1} step {i + 1}; the "
+                                    f"last good checkpoint is {self._ckpt('last')}; lower train.lr and resume")
+            if not task.manual_step:
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                self.opt.step()
+            for sc in _each(self.sched):
+                if not _plateau(sc):
+                    sc.step()
+            running += float(loss.detach())
+            n += 1
+            if self.is_main:
+                task.after_step(self.model, epoch * self.steps + i + 1, self.out)
+            bar.set_postfix(loss=f"{running / n:.4f}")
+            bar.update()
+            if loop.log_every and (i + 1) % loop.log_every == 0:
+                self._log({"epoch": epoch + 1, "step": i + 1, "loss": float(loss.detach()),
+                           "lr": _each(self.opt)[0].param_groups[0]["lr"], **{k: float(v) for k, v in logs.items()}})
+        bar.close()
+        return {"loss": running / max(n, 1), "steps": n, "seconds": time.time() - t0}
+
+    def validate_and_save(self, epoch: int, train: dict) -> dict:
+        """Rank 0: validate, step plateau schedulers, write ``best`` (if improved) and then the ``last`` unit,
+        log the epoch; every rank then waits for rank 0. Returns the validation numbers ({} off rank 0)."""
+        if self.is_main:
+            val = self.task.validate(self.model, self.device)
+            for sc in _each(self.sched):  # plateau schedulers step once per epoch on the validation loss
+                if _plateau(sc):
+                    sc.step(val.get("loss", train["loss"]))
+            score = float(val.get("score", -train["loss"]))
+            improved = score > self.best
+            self.best = max(self.best, score)
+            if improved:
+                self.best_val = {**val, "epoch": epoch + 1}
+                self._save_weights(self._ckpt("best"), self.model, epoch, val)
+            self._save_last(epoch, val)
+            record = {"epoch": epoch + 1, "train_loss": train["loss"], "seconds": train["seconds"],
+                      **{f"val_{k}": v for k, v in val.items()}}
+            self._log(record)
+            if self.progress:
+                shown = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items())
+                tqdm.write(f"[{self.name}] {shown}")
+            self.val = val
+        self._barrier()
+        return self.val
+
+    # --------------------------------------------------------------------------------------------------- fit
+    def fit(self, resume: bool = False) -> dict:
+        """Train; returns a summary (paths of the last and best checkpoints, whether the run finished, the final
+        and best validation, and the task's ``summary_fields``); rank 0 also writes it as ``summary.json``."""
+        loop = self.loop
+        with FolderLock(self.out, "train"):  # rank 0 only; refuses a folder another live run writes into
+            if self.is_main:
+                self.task.on_fit_start(self)
+            try:
+                self.setup(resume)
+                for epoch in range(self.start, loop.epochs):
+                    if loop.stop_after and self.epochs_run >= loop.stop_after:
+                        break
+                    self.validate_and_save(epoch, self.train_epoch(epoch))
+                    self.epochs_run += 1
+            finally:
+                if self.world > 1 and dist.is_initialized():
+                    dist.destroy_process_group()
+            finished = not (loop.stop_after and self.start + self.epochs_run < loop.epochs)
+            summary = {"out": str(self.out), "last": str(self._ckpt("last")), "best": str(self._ckpt("best")),
+                       "finished": finished, "val": self.val, "best_val": self.best_val,
+                       **self.task.summary_fields()}
+            if self.is_main:
+                write_json(self.out / "summary.json", summary)
+                if finished:
+                    self.task.on_fit_end(self.model, summary, self)
         return summary
 
 
 def poly_schedule(opt, total_steps: int, power: float = 0.9):
     """The "poly" learning rate of DeepLab and PEBAL: lr x (1 - step / total_steps) ** power, per step."""
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda it: max(1 - it / max(total_steps, 1), 0.0) ** power)
-
-
-def publish_run(summary: dict, out: str | os.PathLike, product: str, field: str, **pipeline) -> Path:
-    """End a finished run: copy its best checkpoint (``summary["best"]``) to ``out/product`` atomically, write
-    ``out/pipeline.yaml`` with the ``pipeline`` fields and the new file as its ``field`` (e.g. ``pebal``), and
-    rewrite ``out/summary.json`` with both paths (the file under ``summary[field]``). Returns the file."""
-    import shutil
-
-    from synboost.data.io import atomic_path
-    from synboost.detectors.pipeline import write_pipeline_file
-
-    out = Path(out)
-    path = out / product
-    with atomic_path(path) as tmp:
-        shutil.copyfile(summary["best"], tmp)
-    summary[field] = str(path)
-    summary["pipeline"] = str(write_pipeline_file(out / "pipeline.yaml", **pipeline, **{field: str(path.resolve())}))
-    write_json(out / "summary.json", summary)
-    return path

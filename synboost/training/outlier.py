@@ -32,8 +32,9 @@ from synboost.data.kinds import open_dataset
 from synboost.data.labels import CLASS_NAMES, IGNORE
 from synboost.errors import ConfigError
 from synboost.losses.outlier import dirichlet_loss, outlier_head_loss, void_loss
-from synboost.training.engine import Engine, poly_schedule, publish_run
+from synboost.training.engine import Task, poly_schedule
 from synboost.training.pebal import AnomalyMixTrainSet, open_outliers, score_validation, validation_samples
+from synboost.training.stage import publish_run, run_stage
 
 METHODS = ("void", "outlier_head", "dirichlet")
 SELECT = ("ap", "miou", "mean")
@@ -59,7 +60,10 @@ class VoidAsOutliers:
         return s
 
 
-class OutlierTask:
+class OutlierTask(Task):
+    """The whole segmenter re-trained for one outlier method (see the module docstring); measures the starting
+    segmenter first (``base_val``) and ends with ``segmenter.safetensors`` and a pipeline file."""
+
     kind = "segmenter"  # a re-trained segmenter: every segmenter loader reads it
 
     def __init__(self, cfg: OutlierTrainingConfig):
@@ -88,6 +92,7 @@ class OutlierTask:
                               f"labelled class with {len(CLASS_NAMES)} classes")
         self._val = None
         self._clean_val = None
+        self.base_val: dict | None = None
 
     # ------------------------------------------------------------------------------------------- the model
     def model_config(self) -> SegModelConfig:
@@ -169,6 +174,30 @@ class OutlierTask:
                 "outlier": {"method": self.method,
                             "base_segmenter": str(Path(self.cfg.segmenter).resolve()) if self.cfg.segmenter else ""}}
 
+    def on_fit_start(self, engine) -> None:
+        """With a starting segmenter: its clean mIoU and plain-energy AP on the validation outliers (the summary's
+        ``base_val``)."""
+        if not self.cfg.segmenter:
+            return
+        from synboost.training.segmentation import evaluate_miou
+
+        cfg = self.cfg
+        base = self.base_model().to(engine.device)
+        miou = evaluate_miou(base, open_dataset(cfg.data.val), engine.device, cfg.data.val_size or None)["miou"]
+        self.base_val = {"miou": miou, **{f"energy_{k}": v for k, v in
+                                          score_outliers(base, self.validation_set(), engine.device, "energy").items()}}
+        if engine.progress:
+            print(f"[{self.name}] base segmenter: clean val mIoU {100 * miou:.2f}, energy AP on the validation "
+                  f"outliers {100 * self.base_val['energy_ap']:.2f}")
+
+    def summary_fields(self) -> dict:
+        """``base_val``: the starting segmenter's numbers (None from scratch and off rank 0)."""
+        return {"base_val": self.base_val}
+
+    def on_fit_end(self, model, summary, engine) -> None:
+        """Publish the best epoch as ``segmenter.safetensors`` and a ``pipeline.yaml`` scoring its method."""
+        publish_run(summary, self.cfg.out, "segmenter.safetensors", "segmenter", method=self.cfg.method)
+
 
 @torch.no_grad()
 def score_outliers(model: nn.Module, samples, device, method: str) -> dict:
@@ -182,22 +211,4 @@ def train_outlier(cfg: OutlierTrainingConfig, resume: bool = False, progress: bo
     """``synboost train outlier``: re-train; then (rank 0) write ``segmenter.safetensors`` (best epoch by
     ``select``) and ``pipeline.yaml`` (its method). With a starting segmenter, the summary's ``base_val`` holds
     that segmenter's clean mIoU and its plain-energy AP on the same validation outliers, for comparison."""
-    task = OutlierTask(cfg)
-    engine = Engine(task, cfg.train, cfg.out, config=cfg, progress=progress)
-    base_val = None
-    if engine.is_main and cfg.segmenter:
-        from synboost.training.segmentation import evaluate_miou
-
-        base = task.base_model().to(engine.device)
-        miou = evaluate_miou(base, open_dataset(cfg.data.val), engine.device, cfg.data.val_size or None)["miou"]
-        base_val = {"miou": miou, **{f"energy_{k}": v for k, v in
-                                     score_outliers(base, task.validation_set(), engine.device, "energy").items()}}
-        if progress:
-            print(f"[{task.name}] base segmenter: clean val mIoU {100 * miou:.2f}, energy AP on the validation "
-                  f"outliers {100 * base_val['energy_ap']:.2f}")
-        del base
-    summary = engine.fit(resume=resume)
-    summary["base_val"] = base_val
-    if engine.is_main and summary["finished"]:
-        publish_run(summary, cfg.out, "segmenter.safetensors", "segmenter", method=cfg.method)
-    return summary
+    return run_stage(OutlierTask(cfg), cfg, resume=resume, progress=progress)

@@ -23,7 +23,8 @@ from synboost.data.labels import CLASS_NAMES
 from synboost.data.transforms import augment, resize_pair, to_chw_float
 from synboost.errors import ConfigError
 from synboost.losses.pebal import PebalWeights, pebal_loss
-from synboost.training.engine import Engine, SeededDataset, poly_schedule, publish_run
+from synboost.training.engine import SeededDataset, Task, poly_schedule
+from synboost.training.stage import publish_run, run_stage
 
 
 def open_outliers(d):
@@ -117,7 +118,10 @@ def score_validation(model: nn.Module, samples, device, score: str = "pebal") ->
             "energy_out": [float(v) for v in np.percentile(e_out, q)] if e_out.size else []}
 
 
-class PebalTask:
+class PebalTask(Task):
+    """PEBAL's head-only fine-tune of a trained segmenter on AnomalyMix data; measures the base segmenter's plain
+    energy first (``base_val``) and ends with ``pebal.safetensors`` and a pipeline file."""
+
     kind = "segmenter"  # a PEBAL model is a segmenter with one more output: every segmenter loader reads it
     name = "pebal"
 
@@ -136,6 +140,7 @@ class PebalTask:
                               "the segmenter.safetensors of `synboost train segmentation`")
         self.weights = PebalWeights(**{k: v for k, v in to_dict(cfg.loss).items()})
         self._val = None
+        self.base_val: dict | None = None
 
     def base_model(self) -> nn.Module:
         from synboost.detectors.components import load_segmenter
@@ -183,27 +188,30 @@ class PebalTask:
         return {"kind": self.kind, "architecture": "deeplabv3plus", "config": to_dict(self.cfg), "model": model,
                 "pebal": {"base_segmenter": str(Path(self.cfg.segmenter).resolve())}}
 
+    def on_fit_start(self, engine) -> None:
+        """The base segmenter's plain energy on the validation outliers (the summary's ``base_val``)."""
+        cfg = self.cfg
+        base = self.base_model().to(engine.device)
+        self.base_val = score_validation(base, self.validation_set(), engine.device, score="energy")
+        if engine.progress:
+            bv = self.base_val
+            print(f"[pebal] base segmenter on the validation outliers: energy AP {100 * bv['ap']:.2f}, "
+                  f"inlier energy 5/50/95 % {np.round(bv['energy_in'], 2).tolist()}, outlier "
+                  f"{np.round(bv['energy_out'], 2).tolist()} (margins m_in {cfg.loss.m_in}, m_out {cfg.loss.m_out})")
+
+    def summary_fields(self) -> dict:
+        """``base_val``: the base segmenter's numbers (None off rank 0)."""
+        return {"base_val": self.base_val}
+
+    def on_fit_end(self, model, summary, engine) -> None:
+        """Publish the best epoch as ``pebal.safetensors`` and a ``pipeline.yaml`` (method pebal, the base
+        segmenter beside it for the post-hoc baselines)."""
+        publish_run(summary, self.cfg.out, "pebal.safetensors", "pebal", method="pebal",
+                    segmenter=str(Path(self.cfg.segmenter).resolve()))
+
 
 def train_pebal(cfg: PebalConfig, resume: bool = False, progress: bool = True) -> dict:
     """``synboost train pebal``: fine-tune; then (rank 0) write ``pebal.safetensors`` (best epoch by validation
     AP) and ``pipeline.yaml`` (method pebal, with the base segmenter for the post-hoc baselines). The summary holds
     the validation numbers of the base segmenter's plain energy and of PEBAL on the same images."""
-    task = PebalTask(cfg)
-    engine = Engine(task, cfg.train, cfg.out, config=cfg, progress=progress)
-    base_val = None
-    if engine.is_main:
-        base = task.base_model().to(engine.device)
-        base_val = score_validation(base, task.validation_set(), engine.device, score="energy")
-        if progress:
-            print(f"[pebal] base segmenter on the validation outliers: energy AP {100 * base_val['ap']:.2f}, "
-                  f"inlier energy 5/50/95 % {np.round(base_val['energy_in'], 2).tolist()}, outlier "
-                  f"{np.round(base_val['energy_out'], 2).tolist()} (margins m_in {cfg.loss.m_in}, "
-                  f"m_out {cfg.loss.m_out})")
-        del base
-    summary = engine.fit(resume=resume)
-    summary["base_val"] = base_val
-    if engine.is_main and summary["finished"]:
-        publish_run(summary, cfg.out, "pebal.safetensors", "pebal", method="pebal",
-                     segmenter=str(Path(cfg.segmenter).resolve()))
-    return summary
-
+    return run_stage(PebalTask(cfg), cfg, resume=resume, progress=progress)

@@ -15,9 +15,10 @@ from synboost.config import SegmentationConfig, to_dict
 from synboost.data.kinds import open_dataset
 from synboost.data.labels import CLASS_NAMES, IGNORE
 from synboost.data.transforms import augment, resize_pair, to_chw_float
-from synboost.detectors.components import build_segmenter
+from synboost.detectors.components import build_segmenter, save_component
 from synboost.metrics.segmentation import ConfusionMatrix
-from synboost.training.engine import Engine, SeededDataset, poly_schedule
+from synboost.training.engine import SeededDataset, Task, poly_schedule
+from synboost.training.stage import run_stage
 
 
 class SegmentationTrainSet(SeededDataset):
@@ -42,7 +43,10 @@ def predict_logits(model: nn.Module, image: np.ndarray, device: torch.device, si
     return model(x)
 
 
-class SegmentationTask:
+class SegmentationTask(Task):
+    """DeepLabV3+ with cross-entropy, SGD + poly; ends with ``segmenter.safetensors`` (SML statistics) and a
+    pipeline file."""
+
     kind = "segmenter"
 
     def __init__(self, cfg: SegmentationConfig):
@@ -58,19 +62,22 @@ class SegmentationTask:
                 from synboost.errors import ConfigError
                 raise ConfigError(f"backbone '{self.cfg.model.backbone}' has no ImageNet weights; "
                                   "set model.pretrained=false")
-            load_torchvision_weights(model.trunk, model.trunk.imagenet_weights, self.cfg.model.pretrained_path or None)
+            load_torchvision_weights(model.trunk, model.trunk.imagenet_weights,
+                                     self.cfg.model.pretrained_path or None)
         return model
 
     def build_optimizer(self, model: nn.Module):
         c = self.cfg
-        return torch.optim.SGD(model.parameters(), lr=c.train.lr, momentum=c.momentum, weight_decay=c.train.weight_decay)
+        return torch.optim.SGD(model.parameters(), lr=c.train.lr, momentum=c.momentum,
+                               weight_decay=c.train.weight_decay)
 
     def build_scheduler(self, opt, total_steps: int):
         return poly_schedule(opt, total_steps, self.cfg.poly_power)
 
     def train_dataset(self) -> Dataset:
         d = self.cfg.data
-        return SegmentationTrainSet(open_dataset(d.train), d.crop, (d.scale_min, d.scale_max), d.flip, self.cfg.train.seed)
+        return SegmentationTrainSet(open_dataset(d.train), d.crop, (d.scale_min, d.scale_max), d.flip,
+                                    self.cfg.train.seed)
 
     def train_step(self, model, batch, device):
         x, y = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
@@ -88,6 +95,30 @@ class SegmentationTask:
     def checkpoint_meta(self) -> dict:
         return {"kind": self.kind, "architecture": "deeplabv3plus", "config": to_dict(self.cfg),
                 "model": to_dict(self.cfg.model)}
+
+    def on_fit_end(self, model, summary, engine) -> None:
+        """Fit the SML statistics of the best weights on the training split (``sml_stats``) and write
+        ``segmenter.safetensors`` (best weights + statistics) and ``pipeline.yaml``."""
+        from synboost.detectors.pipeline import write_pipeline_file
+        from synboost.hub.checkpoint import load_into, load_model
+
+        cfg = self.cfg
+        sd, meta = load_model(summary["best"], "segmenter")
+        best = build_segmenter(cfg.model)
+        load_into(best, sd, summary["best"])
+        best.to(engine.device)
+        extra = {}
+        if cfg.sml_stats:
+            d = cfg.data
+            mean, std = fit_sml_statistics(best, open_dataset(d.train), engine.device, d.val_size or None,
+                                           engine.progress)
+            extra = {"sml_mean": mean, "sml_std": std}
+        out = Path(cfg.out) / "segmenter.safetensors"
+        meta = {k: v for k, v in meta.items() if k not in ("kind", "model", "classes")}
+        save_component(out, best, "segmenter", cfg.model, stats=extra, **meta)
+        summary["segmenter"] = str(out)
+        summary["pipeline"] = str(write_pipeline_file(Path(cfg.out) / "pipeline.yaml", segmenter=str(out.resolve()),
+                                                      method="entropy"))
 
 
 @torch.no_grad()
@@ -107,7 +138,8 @@ def evaluate_miou(model: nn.Module, dataset, device, size=None, progress: bool =
     return {"miou": float(res.miou), "per_class": [float(v) for v in res.iou]}
 
 
-def fit_sml_statistics(model: nn.Module, dataset, device, size=None, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def fit_sml_statistics(model: nn.Module, dataset, device, size=None,
+                       progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Standardized-max-logit class statistics over a training set (SML fits them on Cityscapes train)."""
     from tqdm import tqdm
 
@@ -124,28 +156,4 @@ def fit_sml_statistics(model: nn.Module, dataset, device, size=None, progress: b
 def train_segmentation(cfg: SegmentationConfig, resume: bool = False, progress: bool = True) -> dict:
     """``synboost train segmentation``: train, then (rank 0) fit SML statistics on the training split and write
     ``segmenter.safetensors`` (best weights + statistics) and ``pipeline.yaml`` into the run folder."""
-    task = SegmentationTask(cfg)
-    engine = Engine(task, cfg.train, cfg.out, config=cfg, progress=progress)
-    summary = engine.fit(resume=resume)
-    if engine.is_main and summary["finished"]:
-        from synboost.detectors.components import save_component
-        from synboost.detectors.pipeline import write_pipeline_file
-        from synboost.hub.checkpoint import load_into, load_model
-
-        sd, meta = load_model(summary["best"], "segmenter")
-        model = build_segmenter(cfg.model)
-        load_into(model, sd, summary["best"])
-        model.to(engine.device)
-        extra = {}
-        if cfg.sml_stats:
-            d = cfg.data
-            train_reader = open_dataset(d.train)
-            mean, std = fit_sml_statistics(model, train_reader, engine.device, d.val_size or None, progress)
-            extra = {"sml_mean": mean, "sml_std": std}
-        out = Path(cfg.out) / "segmenter.safetensors"
-        meta = {k: v for k, v in meta.items() if k not in ("kind", "model", "classes")}
-        save_component(out, model, "segmenter", cfg.model, stats=extra, **meta)
-        summary["segmenter"] = str(out)
-        summary["pipeline"] = str(write_pipeline_file(Path(cfg.out) / "pipeline.yaml", segmenter=str(out.resolve()),
-                                                      method="entropy"))
-    return summary
+    return run_stage(SegmentationTask(cfg), cfg, resume=resume, progress=progress)

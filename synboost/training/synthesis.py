@@ -17,12 +17,13 @@ from synboost.data.io import write_image
 from synboost.data.kinds import open_dataset
 from synboost.data.labels import NUM_CLASSES, colorize
 from synboost.data.transforms import resize_pair
-from synboost.detectors.components import build_generator
+from synboost.detectors.components import build_generator, save_component
 from synboost.errors import ConfigError
 from synboost.losses.gan import GANLossWeights, discriminator_losses, generator_losses
 from synboost.models import create_model
 from synboost.models.generator import generator_input
-from synboost.training.engine import Engine, SeededDataset
+from synboost.training.engine import SeededDataset, Task
+from synboost.training.stage import run_stage
 from synboost.viz import tile
 
 
@@ -76,11 +77,16 @@ def _discriminate(disc, seg, fake, real):
     return [[t[:n] for t in scale] for scale in preds], [[t[n:] for t in scale] for scale in preds]
 
 
-class SynthesisTask:
-    kind = "synthesis-gan"
+class SynthesisTask(Task):
+    """SPADE generator + multi-scale discriminator, both stepped by ``train_step`` itself (``manual_step``);
+    ends with ``generator.safetensors`` (the best generator alone)."""
+
+    kind = "synthesis"
     manual_step = True
 
     def __init__(self, cfg: SynthesisConfig):
+        if len(cfg.data.size) != 2:
+            raise ConfigError("data.size must be [H, W]")
         self.cfg = cfg
         self.vgg = None
         self._val = None
@@ -112,9 +118,6 @@ class SynthesisTask:
         lr_g, lr_d = (c.train.lr / 2, c.train.lr * 2) if c.ttur else (c.train.lr, c.train.lr)
         return {"G": torch.optim.Adam(model.generator.parameters(), lr=lr_g, betas=(c.beta1, c.beta2)),
                 "D": torch.optim.Adam(model.discriminator.parameters(), lr=lr_d, betas=(c.beta1, c.beta2))}
-
-    def build_scheduler(self, opt, total_steps: int):
-        return None
 
     def wrap_distributed(self, model: SynthesisGAN) -> SynthesisGAN:
         """A second container around the same modules, each in its own DDP (the engine keeps saving the plain
@@ -199,20 +202,18 @@ class SynthesisTask:
         return {"kind": self.kind, "config": to_dict(self.cfg), "model": to_dict(self.cfg.model),
                 "size": list(self.cfg.data.size)}
 
+    def on_fit_end(self, model, summary, engine) -> None:
+        """Write ``generator.safetensors``: the generator of the best checkpoint, as a ``generator`` component."""
+        from synboost.hub.checkpoint import load_model
+
+        sd, meta = load_model(summary["best"], self.kind)
+        gen_sd = {k[len("generator."):]: v for k, v in sd.items() if k.startswith("generator.")}
+        extra = {k: v for k, v in meta.items() if k not in ("kind", "model", "classes", "synboost_version")}
+        out = save_component(Path(self.cfg.out) / "generator.safetensors", gen_sd, "generator", self.cfg.model,
+                             **extra)
+        summary["generator"] = str(out)
+
 
 def train_synthesis(cfg: SynthesisConfig, resume: bool = False, progress: bool = True) -> dict:
     """``synboost train synthesis``; ends by writing ``generator.safetensors`` (the best generator alone)."""
-    if len(cfg.data.size) != 2:
-        raise ConfigError("data.size must be [H, W]")
-    engine = Engine(SynthesisTask(cfg), cfg.train, cfg.out, config=cfg, progress=progress)
-    summary = engine.fit(resume=resume)
-    if engine.is_main and summary["finished"]:
-        from synboost.detectors.components import save_component
-        from synboost.hub.checkpoint import load_model
-
-        sd, meta = load_model(summary["best"], SynthesisTask.kind)
-        gen_sd = {k[len("generator."):]: v for k, v in sd.items() if k.startswith("generator.")}
-        extra = {k: v for k, v in meta.items() if k not in ("kind", "model", "classes", "synboost_version")}
-        out = save_component(Path(cfg.out) / "generator.safetensors", gen_sd, "generator", cfg.model, **extra)
-        summary["generator"] = str(out)
-    return summary
+    return run_stage(SynthesisTask(cfg), cfg, resume=resume, progress=progress)
