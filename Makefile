@@ -1,10 +1,10 @@
-# The two commands of the README: `make demo` and `make test`.
+# The two commands of the README: `make demo` and `make test` (and `make test-fast`, `make lint`).
 # Both create the virtual environment on first use (torch is pinned so that pip takes it from local disk).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: demo test install clean
+.PHONY: demo test test-fast lint install clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,14 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
+
+# the tests that do not train stages (a couple of minutes)
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -q -m "not slow"
+
+# ruff: line length, import order, unused names, docstrings (configured in pyproject.toml)
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
 
 clean:
 	rm -rf runs .pytest_cache
