@@ -3,6 +3,8 @@
 Each variant is the main configuration with one thing removed. "no_ensemble" reuses the full network and drops
 the final fusion with the entropy. "no_data_generator" drops the void regions as training anomalies (the paper's
 "data generator") and keeps label switching, without which there would be no anomaly to learn from.
+Written: ``ablation.json``, ``ablation.md`` and ``report.html`` (the table, every variant's curves and worst
+images, the config and timings; :mod:`synboost.jobs.report`).
 """
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import copy
 import time
 from pathlib import Path
 
-from synboost.config import AblationConfig, save_config
+from synboost.config import AblationConfig, save_config, to_dict
 from synboost.data.io import write_json, write_text
 
 #: variant -> (model overrides, data overrides, evaluation method, what it removes)
@@ -40,6 +42,7 @@ def run_ablation(cfg: AblationConfig, resume: bool = True) -> dict:
     from synboost.data.kinds import open_dataset
     from synboost.detectors.pipeline import load_pipeline, write_pipeline_file
     from synboost.jobs.evaluate import evaluate
+    from synboost.jobs.report import Gallery, write_ablation_report
     from synboost.jobs.stages import place_stages, prepare_stages
     from synboost.runtime import pick_device
     from synboost.training.dissimilarity import prepare_samples, train_dissimilarity
@@ -55,6 +58,8 @@ def run_ablation(cfg: AblationConfig, resume: bool = True) -> dict:
     save_config(cfg, out / "config.yaml")
     t0 = time.time()
     prepare_stages(base, resume, dissimilarity=False, pebal=False)
+    timings = {"base stages (reused when done)": time.time() - t0}
+    gallery, curves, stage_dirs = Gallery(), {}, {}
     test = open_dataset(f"synthetic:{base.world.out}")
     dev = pick_device(base.dissimilarity.train.device)
     shared: dict[bool, dict] = {}  # void_anomalies -> samples with all three prior maps
@@ -74,12 +79,19 @@ def run_ablation(cfg: AblationConfig, resume: bool = True) -> dict:
                 print(f"anomaly data (void anomalies {'on' if void else 'off'}), shared by the variants")
                 shared[void] = prepare_samples(dis, dev, priors=("entropy", "perceptual", "distance"))
             print(f"[{name}] training the dissimilarity network without {removes}")
+            t = time.time()
             train_dissimilarity(dis, resume=resume, samples=shared[void])
+            timings[f"{name}: training"] = time.time() - t
+            stage_dirs[name] = dis.out
             trained[key] = Path(dis.out) / "dissimilarity.safetensors"
         pipe = write_pipeline_file(out / f"{name}.pipeline.yaml", method=method, segmenter=dis.segmenter,
                                    generator=dis.generator, dissimilarity=str(trained[key]),
                                    perceptual_vgg_pretrained=dis.perceptual_vgg_pretrained)
-        rep = evaluate(load_pipeline(pipe), test, [method], out / "eval" / name, dataset_name=name, progress=False)
+        g, c = Gallery(keep=72), {}  # a wider net: more of the shown images keep every variant's view
+        rep = evaluate(load_pipeline(pipe), test, [method], out / "eval" / name, dataset_name=name, progress=False,
+                       curves=c, gallery=g, html=False)
+        gallery.merge(g, {method: [name]})
+        curves[name], timings[f"{name}: evaluation"] = c[method], rep["seconds"]
         r = rep["results"][0]
         rows.append({"variant": name, "removes": removes, "ap": r["ap"], "fpr95": r["fpr95"], "auroc": r["auroc"]})
         print(f"[{name}] AP {100 * r['ap']:.2f}  FPR95 {100 * r['fpr95']:.2f}  AUROC {100 * r['auroc']:.2f}")
@@ -87,6 +99,8 @@ def run_ablation(cfg: AblationConfig, resume: bool = True) -> dict:
     write_json(out / "ablation.json", report)
     text = ablation_table(report)
     write_text(out / "ablation.md", text)
+    write_ablation_report(out, report, curves, gallery, to_dict(cfg), {**timings, "total": report["seconds"]},
+                          stage_dirs)
     print("\n" + text)
     return report
 

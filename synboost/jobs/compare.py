@@ -5,8 +5,8 @@ A row is ``[LABEL=]PIPELINE[:METHOD,...]``: a pipeline file and the methods to s
 pipeline's own method); one detector gives all of its methods from one pass. Columns: whether the method
 re-trains the segmenter, needs an extra network, uses outlier data (as the papers' tables mark them), AP and FPR95
 per dataset, and the segmenter's mIoU where a dataset has semantic labels (so what re-training costs the inlier
-segmentation shows). Written: ``compare.json``, ``compare.md`` and one PR / ROC figure per dataset with every
-row.
+segmentation shows). Written: ``compare.json``, ``compare.md``, one PR / ROC figure per dataset with every
+row, and ``report.html`` (:mod:`synboost.jobs.report`: the table, the curves, each row's worst images).
 """
 from __future__ import annotations
 
@@ -78,11 +78,14 @@ def parse_rows(specs: Sequence[str]) -> list[Row]:
 
 
 def compare(rows: Sequence[Row], data: Sequence[str], out: str | os.PathLike | None = None,
-            progress: bool = True, max_images: int | None = None, echo=print) -> dict:
-    """Evaluate every row on every dataset spec; returns (and writes) the table."""
+            progress: bool = True, max_images: int | None = None, echo=print, config: dict | None = None,
+            timings: dict | None = None) -> dict:
+    """Evaluate every row on every dataset spec; returns (and writes) the table. ``config`` / ``timings``: what
+    ``report.html`` shows as the run's config and timings besides the evaluations' own (default: the rows)."""
     from synboost.data.kinds import open_dataset
     from synboost.detectors.pipeline import load_pipeline
     from synboost.jobs.evaluate import dataset_names, evaluate
+    from synboost.jobs.report import Gallery, write_compare_report
 
     if not rows or not data:
         raise ConfigError("compare needs at least one pipeline row and one dataset")
@@ -94,6 +97,8 @@ def compare(rows: Sequence[Row], data: Sequence[str], out: str | os.PathLike | N
         by_pipeline.setdefault(r.pipeline, []).append(r)
     results: dict[str, dict] = {}
     curves: dict[str, dict[str, dict]] = {n: {} for n in names}
+    galleries = {n: Gallery() for n in names}
+    timings = dict(timings or {})
     for path, group in by_pipeline.items():
         det = load_pipeline(path)
         for r in group:
@@ -104,8 +109,15 @@ def compare(rows: Sequence[Row], data: Sequence[str], out: str | os.PathLike | N
         methods = list(dict.fromkeys(r.method for r in group))
         for n, ds in datasets.items():
             c: dict = {}
+            g = Gallery(keep=72) if out is not None else None  # a wider net: more of the shown images keep each row
             rep = evaluate(det, ds, methods, None, dataset_name=n, progress=progress, max_images=max_images,
-                           curves=c)
+                           curves=c, gallery=g)
+            timings[f"{', '.join(dict.fromkeys(r.label for r in group))} on {n}"] = rep["seconds"]
+            if g is not None:
+                labels: dict[str, list[str]] = {}
+                for r in group:
+                    labels.setdefault(r.method, []).append(r.label)
+                galleries[n].merge(g, labels)
             for r in group:
                 res = next(x for x in rep["results"] if x["method"] == r.method)
                 entry = results.setdefault(r.label, {"label": r.label, "pipeline": r.pipeline, "method": r.method,
@@ -130,6 +142,10 @@ def compare(rows: Sequence[Row], data: Sequence[str], out: str | os.PathLike | N
         write_text(o / "compare.md", compare_table(table))
         for n in names:
             plot_curves(curves[n], o / f"curves_{n}.png", title=f"{n}: every method")
+        timings["evaluation, every row"] = table["seconds"]
+        write_compare_report(o, table, curves, galleries, config or {
+            "rows": [f"{r.label}={r.pipeline}:{r.method}" for r in rows], "data": list(data),
+            "max_images": max_images}, timings)
     return table
 
 
@@ -232,7 +248,7 @@ def prepare_methods(cfg, resume: bool = True) -> list[Row]:
 def run_compare(cfg, resume: bool = True) -> dict:
     """``synboost compare --config configs/compare/synthetic.yaml``: every method on the synthetic world's
     held-out anomaly scenes, in one table (``<out>/compare.md``), with the run time."""
-    from synboost.config import save_config
+    from synboost.config import save_config, to_dict
 
     t0 = time.time()
     out = Path(cfg.out)
@@ -241,7 +257,8 @@ def run_compare(cfg, resume: bool = True) -> dict:
     rows = prepare_methods(cfg, resume)
     prepared = time.time() - t0
     data = list(cfg.data) or [f"synthetic:{cfg.base.world.out}"]
-    table = compare(rows, data, out)
+    table = compare(rows, data, out, config=to_dict(cfg), timings={"training and fitting (stages reused where "
+                                                                   "already trained)": prepared})
     table["seconds_training"], table["seconds_total"] = prepared, time.time() - t0
     write_json(out / "compare.json", table)
     text = compare_table(table) + (f"\nTime: training and fitting {prepared:.0f} s (stages reused where already "

@@ -1,8 +1,10 @@
 """``synboost demo``: the main job on the embedded default, on a fresh machine, with no data and no weights.
 
 world -> segmentation -> PEBAL -> synthesis -> dissimilarity -> SynBoost, PEBAL and the post-hoc baselines on
-held-out anomaly scenes -> table, curves, heatmaps. A step that already finished with the same config is reused, so an
-interrupted demo continues where it stopped (a stage's own training also resumes from its last epoch).
+held-out anomaly scenes -> table, curves, heatmaps, and ``report.html`` (all of it and every stage's training
+curves in one self-contained page: :mod:`synboost.jobs.report`). A step that already finished with the same config
+is reused, so an interrupted demo continues where it stopped (a stage's own training also resumes from its last
+epoch).
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ def run_demo(cfg: DemoConfig, quick: bool = False, resume: bool = True) -> dict:
     from synboost.data.kinds import open_dataset
     from synboost.detectors.pipeline import load_pipeline
     from synboost.jobs.evaluate import evaluate, markdown_table
+    from synboost.jobs.report import Gallery, write_demo_report
 
     if quick:
         _shrink(cfg)
@@ -53,8 +56,9 @@ def run_demo(cfg: DemoConfig, quick: bool = False, resume: bool = True) -> dict:
         pebal=str((Path(cfg.pebal.out) / "pebal.safetensors").resolve()),
         perceptual_vgg_pretrained=dis.perceptual_vgg_pretrained, batch_size=seg.train.batch_size)
     det = load_pipeline(pipe)
+    gallery, curves = Gallery(), {}
     report = evaluate(det, open_dataset(f"synthetic:{w.out}"), cfg.methods, out / "eval",
-                      dataset_name="synthetic anomaly test")
+                      dataset_name="synthetic anomaly test", curves=curves, gallery=gallery, html=False)
     times["evaluation"] = time.time() - t
     val = {k: json.loads((Path(c.out) / "summary.json").read_text())["best_val"] for k, c in
            (("segmentation", seg), ("synthesis", syn), ("dissimilarity", dis), ("pebal", cfg.pebal))}
@@ -76,8 +80,12 @@ def run_demo(cfg: DemoConfig, quick: bool = False, resume: bool = True) -> dict:
             "Time: " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items())
             + f" (total {sum(times.values()):.0f} s)\n")
     write_text(out / "report.md", text)
+    write_demo_report(out, summary, curves, gallery, {"segmentation": seg.out, "pebal": cfg.pebal.out,
+                                                      "synthesis": syn.out, "dissimilarity": dis.out},
+                      Path(syn.out) / "samples")
     print()
     print(text)
-    print(f"outputs in {out}/: report.md, eval/curves.png, eval/examples/*.png; pipeline file {pipe}")
+    print(f"outputs in {out}/: report.html (everything in one page), report.md, eval/curves.png, "
+          f"eval/examples/*.png; pipeline file {pipe}")
     print(f"next: synboost infer --pipeline {pipe} --images {w.out}/anomaly/test/original --out {out}/maps")
     return summary

@@ -159,7 +159,7 @@ class _Writers:
                 self.pool.shutdown(wait=True)
 
 
-def _collect(detector, dataset, methods, store, writers, progress, max_images, examples, eval_size):
+def _collect(detector, dataset, methods, store, writers, progress, max_images, examples, eval_size, gallery):
     cm = None
     skipped, done, unlabelled, shown = [], [], [], []
     n = len(dataset) if not max_images else min(len(dataset), max_images)
@@ -188,8 +188,11 @@ def _collect(detector, dataset, methods, store, writers, progress, max_images, e
                     continue
                 anomaly = _resize(s["anomaly"], eval_size, nearest=True)
                 valid = anomaly <= 1
-                store.add(valid, anomaly[valid],
-                          {m: _resize(o[m], eval_size, nearest=False)[valid].astype(np.float32) for m in methods})
+                scored = {m: _resize(o[m], eval_size, nearest=False)[valid].astype(np.float32) for m in methods}
+                store.add(valid, anomaly[valid], scored)
+                if gallery is not None:  # per-image AP, and views of each method's worst images (report.html)
+                    gallery.add(s["name"], s["image"], s["anomaly"], {m: o[m] for m in methods}, anomaly[valid],
+                                scored)
                 if "label" in s:
                     cm = cm or ConfusionMatrix(19)
                     cm.update(_resize(o["segmentation"], eval_size, True), _resize(s["label"], eval_size, True))
@@ -206,7 +209,7 @@ def evaluate(detector, dataset, methods: Sequence[str] | None = None, out_dir: s
              examples: int = 4, fpr_rule: str = "first_ge", components: str | bool | None = None,
              eval_size: Sequence[int] | None = None, submission: str | os.PathLike | None = None,
              formats: str | Sequence[str] | None = None, memory_gb: float = 4.0,
-             curves: dict | None = None) -> dict:
+             curves: dict | None = None, gallery=None, html: bool = True) -> dict:
     """Score ``dataset`` with every method in ``methods``; returns the report dict (also written if ``out_dir``).
 
     ``detector``: a detector or a pipeline file; ``dataset``: a dataset or a spec ``KIND:DIR`` (see
@@ -218,7 +221,9 @@ def evaluate(detector, dataset, methods: Sequence[str] | None = None, out_dir: s
     ``formats`` "smiyc" -> ``anomaly_p/<method>/<SMIYC dataset>/<fid>.hdf5``, "fishyscapes" ->
     ``fishyscapes/<method>/<dataset_name>/<id>_anomaly.npy`` + ``_segmentation.npy`` + the pull request's
     ``validation_performance.json``; default: "fishyscapes" for Fishyscapes data, else "smiyc". ``curves``: a
-    dict that receives each method's PR / ROC arrays (for figures that combine several runs).
+    dict that receives each method's PR / ROC arrays (for figures that combine several runs). ``gallery``: a
+    :class:`synboost.jobs.report.Gallery` that receives each image's AP per method and the views of each
+    method's worst images; ``html``: also write ``out_dir/report.html`` (:mod:`synboost.jobs.report`).
     """
     from synboost.data.benchmarks import FishyscapesDataset
 
@@ -239,10 +244,14 @@ def evaluate(detector, dataset, methods: Sequence[str] | None = None, out_dir: s
                              root / "fishyscapes" / m / dataset_name) for m in methods} if root else {}
     store = _ScoreStore(memory_gb * 2**30, Path(out_dir) if out_dir else None, layout=preset is not None)
     writers = _Writers(targets)
+    if gallery is None and out_dir is not None and html:
+        from synboost.jobs.report import Gallery
+
+        gallery = Gallery()
     try:
         try:
             cm, skipped, done, unlabelled, shown = _collect(detector, dataset, methods, store, writers, progress,
-                                                            max_images, examples, eval_size)
+                                                            max_images, examples, eval_size, gallery)
         finally:
             writers.close()
         if not done and root is None:
@@ -274,6 +283,12 @@ def evaluate(detector, dataset, methods: Sequence[str] | None = None, out_dir: s
                 write_validation_performance(targets[r["method"]].fishyscapes_folder, r["ap"], r["fpr95"])
     if out_dir is not None:
         _write_outputs(Path(out_dir), report, curve_data, shown, methods, dataset_name)
+        if html:
+            from synboost.jobs.report import eval_config, write_eval_report
+
+            write_eval_report(out_dir, [report], {dataset_name: curve_data}, {dataset_name: gallery}, eval_config(
+                detector, methods, dataset=dataset_name, max_images=max_images, fpr_rule=fpr_rule, components=preset,
+                eval_size=eval_size, memory_gb=memory_gb))
     if curves is not None:
         curves.update(curve_data)
     return report
@@ -334,15 +349,20 @@ def _write_outputs(out: Path, report, curve_data, shown, methods, dataset_name) 
 def evaluate_many(detector, specs: Sequence[str], methods: Sequence[str], out: str | os.PathLike | None = None,
                   echo=print, **kw) -> list[dict]:
     """:func:`evaluate` on each dataset spec (``kind:DIR``; results in ``out/<name>/``), then the combined table
-    in ``out/summary.md``. ``echo`` receives each dataset's table as it finishes."""
+    in ``out/summary.md`` and every dataset in one ``out/report.html``. ``echo`` receives each dataset's table as
+    it finishes."""
     from synboost.data.kinds import open_dataset
+    from synboost.jobs.report import Gallery, eval_config, write_eval_report
 
     datasets = [(name, open_dataset(spec)) for name, spec in zip(dataset_names(specs), specs)]
-    reports = []
+    reports, curves, galleries = [], {}, {}
     for name, ds in datasets:
-        rep = evaluate(detector, ds, methods, Path(out) / name if out else None, dataset_name=name, **kw)
+        curves[name], galleries[name] = {}, Gallery() if out is not None else None
+        rep = evaluate(detector, ds, methods, Path(out) / name if out else None, dataset_name=name,
+                       curves=curves[name], gallery=galleries[name], html=False, **kw)
         reports.append(rep)
         echo(markdown_table(rep))
     if out is not None:
         write_combined(reports, out)
+        write_eval_report(out, reports, curves, galleries, eval_config(detector, methods, data=list(specs), **kw))
     return reports
