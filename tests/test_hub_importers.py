@@ -21,7 +21,7 @@ from synboost.hub.checkpoint import read_meta
 from synboost.importers.official import IMPORTERS, import_dissimilarity, import_pebal, import_segmenter
 from synboost.models import create_model
 
-DESIGN = Path(__file__).resolve().parents[2] / "shared" / "design"
+DESIGN = Path(__file__).parent / "data"  # the official key list, derived from the official code
 WRN38_PARAMS = 137_103_936  # DeepWV3Plus(19 classes); PEBAL's note: 137.10 M
 
 

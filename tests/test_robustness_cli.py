@@ -406,7 +406,7 @@ def test_old_flags_and_verbs_still_work_with_a_note(pipe, tmp_path, monkeypatch,
         assert seen.pop("resume") is resume
     assert "--no-resume is deprecated for `synboost infer`: use --fresh" in capsys.readouterr().err
 
-    monkeypatch.setattr(infer, "synthesize_folder", lambda *a, **k: {"done": ["x"], "skipped": []})
+    monkeypatch.setattr("synboost.jobs.resynthesize.synthesize_folder", lambda *a, **k: {"done": ["x"], "skipped": []})
     monkeypatch.setattr("synboost.detectors.components.load_generator", lambda *a, **k: None)
     for verb in ("resynthesize", "synthesize"):
         assert main([verb, "--generator", "g", "--labels", "l", "--out", str(tmp_path)]) == 0

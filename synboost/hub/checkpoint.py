@@ -4,7 +4,7 @@ Our own model files are safetensors (no pickle: loading them cannot execute code
 metadata: the model kind, its config, the class list, the package version and anything the stage adds, so a
 checkpoint explains itself. Training state (optimizer, scheduler, RNG, epoch) lives beside it in a ``.pt`` file
 of plain tensors and numbers, read with ``torch.load(weights_only=True)``. Foreign checkpoints (official
-releases, torchvision) are read with ``weights_only=True`` too.
+releases, torchvision) are read with ``weights_only=True`` too, or as safetensors when the file is one.
 """
 from __future__ import annotations
 
@@ -59,8 +59,16 @@ def load_model(path: str | os.PathLike, expect_kind: str | None = None) -> tuple
 
 def load_foreign(path: str | os.PathLike) -> dict[str, Any]:
     """Read a foreign ``.pth`` safely (``weights_only=True``: tensors and plain containers only). A file holding
-    other Python objects is refused with one line naming the object and how to convert a trusted file."""
+    other Python objects is refused with one line naming the object and how to convert a trusted file. A
+    ``.safetensors`` file (torchvision's key layout written as safetensors, e.g. by ``synboost train backbone``)
+    is read as its flat state dict; one that is not valid safetensors is one line too."""
     path = _existing(path)
+    if path.suffix == ".safetensors":
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(f"{path}: cannot be read as a safetensors file ({str(e)[:160]}); is the file "
+                                  "complete?") from None
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # pickle / zip errors come in many types
@@ -86,6 +94,9 @@ def refusal(path: str | os.PathLike, err: BaseException) -> str:
     detail = next((ln.strip() for ln in text.splitlines()
                    if ln.strip() and not ln.startswith(advice) and "weights_only" not in ln), "")
     detail = detail.removeprefix("WeightsUnpickler error:").strip().split(". ")[0] or type(err).__name__
+    if "Unsupported operand" in detail:  # a plain pickle (not torch.save's zip), which may carry code
+        return (f"cannot be read safely as a PyTorch checkpoint: a plain pickle the safe reader refuses ({detail}); "
+                "unpickling it could run code: if you trust it, re-save it with torch.save in a trusted session")
     return (f"cannot be read as a PyTorch checkpoint ({detail[:160]}); is the file complete, and a file "
             "torch.save wrote?")
 
