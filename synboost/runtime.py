@@ -106,3 +106,26 @@ class FolderLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def cpu_bf16_supported() -> bool:
+    """Whether this CPU has bf16 arithmetic units (x86 AVX512-BF16 or AMX-BF16, Arm BF16), as torch detects
+    them; False when torch cannot tell. Never assumed from the architecture alone (training and the detectors
+    both use this one)."""
+    caps = getattr(torch.cpu, "get_capabilities", None)
+    if caps is None:
+        return False
+    try:
+        found = caps()
+    except Exception:  # an unknown CPU or an old build
+        return False
+    return any(v is True and k.lower().endswith("bf16") for k, v in found.items())
+
+
+def bf16_supported(device: torch.device | str) -> bool:
+    """Whether ``device`` computes in bf16 natively: a CUDA device that says so, or a CPU with bf16 units
+    (:func:`cpu_bf16_supported`)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and cpu_bf16_supported()

@@ -13,7 +13,8 @@ import numpy as np
 
 from synboost.data.labels import colorize
 
-__all__ = ["colorize", "heatmap", "mask_outline", "normalize_map", "overlay", "plot_curves", "tile"]
+__all__ = ["colorize", "draw_objects", "heatmap", "mask_outline", "normalize_map", "overlay", "plot_curves",
+           "plot_training_log", "tile"]
 
 
 def normalize_map(score: np.ndarray, lo: float | None = None, hi: float | None = None) -> np.ndarray:
@@ -50,6 +51,25 @@ def mask_outline(image: np.ndarray, mask: np.ndarray, color=(0, 255, 0)) -> np.n
     out = np.ascontiguousarray(np.asarray(image, np.uint8).copy())
     contours, _ = cv2.findContours(np.asarray(mask, np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     cv2.drawContours(out, contours, -1, color, 1)
+    return out
+
+
+def draw_objects(image: np.ndarray, objects: Sequence[Mapping], color=(255, 255, 255), scores: bool = True
+                 ) -> np.ndarray:
+    """A copy of the RGB image with each object's box (``bbox`` = x, y, w, h, as
+    :func:`synboost.jobs.objects.find_objects` gives) drawn 1 px wide, and its ``max_score`` above it when the
+    box leaves room (``scores``)."""
+    out = np.ascontiguousarray(np.asarray(image, np.uint8).copy())
+    h, w = out.shape[:2]
+    scale = max(0.3, min(h, w) / 600)
+    for obj in objects:
+        x, y, bw, bh = (int(v) for v in obj["bbox"])
+        cv2.rectangle(out, (x, y), (min(x + bw - 1, w - 1), min(y + bh - 1, h - 1)), color, 1)
+        if scores and "max_score" in obj:
+            text = f"{float(obj['max_score']):.2f}"
+            (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+            if y - th - 2 >= 0 and x + tw < w:
+                cv2.putText(out, text, (x, y - 2), cv2.FONT_HERSHEY_SIMPLEX, scale, color, 1, cv2.LINE_AA)
     return out
 
 
@@ -107,3 +127,39 @@ def _caption(image: np.ndarray, text: str) -> np.ndarray:
     cv2.rectangle(out, (0, 0), (w + 4, h + base + 4), (0, 0, 0), -1)
     cv2.putText(out, text, (2, h + 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
     return out
+
+
+def plot_training_log(steps: Mapping[str, Sequence[tuple[float, float]]],
+                      epochs: Mapping[str, Sequence[tuple[float, float]]], path: str | os.PathLike,
+                      title: str = "") -> None:
+    """Training curves as one PNG (matplotlib Agg, atomically): left, each per-step series (``steps[name]`` =
+    (global step, value) points, e.g. the train loss); right, each per-epoch series (``epochs[name]`` = (epoch,
+    value), e.g. the validation metrics), one panel per series so that different scales stay readable."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    from synboost.data.io import atomic_path
+
+    panels = [("step", k, v) for k, v in steps.items()] + [("epoch", k, v) for k, v in epochs.items()]
+    if not panels:
+        raise ValueError("nothing to plot")
+    cols = min(3, len(panels))
+    rows = (len(panels) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.4 * rows), squeeze=False)
+    for ax, (axis, name, points) in zip(axes.ravel(), panels):
+        xs, ys = zip(*points) if points else ((), ())
+        ax.plot(xs, ys, marker="o" if axis == "epoch" else None, ms=3, lw=1.2 if axis == "epoch" else 0.9)
+        ax.set(xlabel=axis, title=name)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    for ax in axes.ravel()[len(panels):]:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)

@@ -47,6 +47,7 @@ def test_every_shipped_config_loads():
     root = Path(__file__).resolve().parents[1]
     from synboost.config import (
         AblationConfig,
+        BackboneConfig,
         CompareConfig,
         DensityConfig,
         DissimilarityConfig,
@@ -57,7 +58,8 @@ def test_every_shipped_config_loads():
 
     schemas = {"segmentation": SegmentationConfig, "synthesis": SynthesisConfig, "dissimilarity": DissimilarityConfig,
                "ablation": AblationConfig, "data": SyntheticWorldConfig, "pebal": PebalConfig,
-               "density": DensityConfig, "compare": CompareConfig, "outlier": OutlierTrainingConfig}
+               "density": DensityConfig, "compare": CompareConfig, "outlier": OutlierTrainingConfig,
+               "backbone": BackboneConfig}
     assert {p.name for p in (root / "configs").iterdir() if p.is_dir()} <= set(schemas) | {"reproduce"}
     for folder, schema in schemas.items():
         files = sorted((root / "configs" / folder).glob("*.yaml"))

@@ -174,49 +174,97 @@ def official_style_loop(det, image):
 
 
 def _stage_times(det, images, dev) -> dict:
-    """Per-stage milliseconds of the batched detector (same code path as ``SynBoostDetector._maps``)."""
-    import torch.nn.functional as F
-
+    """Per-stage milliseconds of the detector, each network in its precision region (the code path of
+    ``SynBoostDetector._maps``; the networks may be compiled or runtime sessions)."""
     from synboost import scores
     from synboost.detectors.perceptual import perceptual_difference
-    from synboost.models.generator import resynthesize
+    from synboost.models.generator import labels_to_onehot, resynthesize
     from synboost.tensors import imagenet_denormalize01, imagenet_normalize01, images_to_batch, resize_maps
 
     out = {}
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
 
-    def t(name, fn):
+    def t(name, fn, region=None):
         sync()
         t0 = time.perf_counter()
-        r = fn()
+        with det._region(region) if region else torch.autocast(dev.type, enabled=False):
+            r = fn()
         sync()
         out[name] = out.get(name, 0.0) + 1000 * (time.perf_counter() - t0)
         return r
-    with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=det.amp and dev.type == "cuda"):
+    with torch.no_grad():
         batch = t("decode+upload", lambda: images_to_batch(images, dev).contiguous(
             memory_format=torch.channels_last if det.channels_last else torch.contiguous_format))
-        logits = t("segmentation", lambda: det.model(batch))
+        logits = t("segmentation", lambda: det.model(batch).float(), "segmenter")
         ent, dist, lab = t("uncertainty maps", lambda: (scores.synboost_entropy(logits),
                                                         scores.synboost_distance(logits), logits.argmax(1)))
         lab, ent, dist, img01 = t("resize", lambda: resize_maps(det.size, lab, (ent, dist),
                                                                 imagenet_denormalize01(batch)))
-        syn = t("synthesis", lambda: resynthesize(det.generator, lab, img01))
+        syn = t("synthesis", lambda: resynthesize(det.generator, lab, img01).float(), "generator")
         img_n, syn_n = imagenet_normalize01(img01), imagenet_normalize01(syn)
-        mae = t("perceptual difference", lambda: perceptual_difference(det.vgg19, img_n, syn_n))
-        onehot = F.one_hot(lab, 19).permute(0, 3, 1, 2).to(img_n.dtype)
-        t("dissimilarity", lambda: det.dissim(img_n, syn_n, onehot, torch.stack([ent, mae, dist], 1).to(img_n.dtype)))
+        mae = t("perceptual difference", lambda: perceptual_difference(det.vgg19, img_n, syn_n), "vgg")
+        onehot = labels_to_onehot(lab.long(), 19).to(img_n.dtype)  # the detector's layout (compiled: same strides)
+        t("dissimilarity", lambda: det.dissim(img_n, syn_n, onehot, torch.stack([ent, mae, dist], 1)).float(),
+          "dissimilarity")
     return {k: v / len(images) for k, v in out.items()}
+
+
+#: the batched variants of the pipeline benchmark: label -> (precision, channels_last, compile, backend)
+PIPELINE_VARIANTS = {
+    "batched detector (fp32)": ("fp32", False, False, "torch"),
+    "batched detector (fp32, channels_last)": ("fp32", True, False, "torch"),
+    "batched detector (bf16 autocast, channels_last)": ("bf16", True, False, "torch"),
+    "batched detector (mixed: segmenter fp32, rest bf16, channels_last)": ("mixed", True, False, "torch"),
+    "batched detector (bf16, channels_last, torch.compile)": ("bf16", True, True, "torch"),
+    "onnxruntime (fp32)": ("fp32", False, False, "onnxruntime"),
+    "onnxruntime TensorRT EP (fp32)": ("fp32", False, False, "tensorrt"),
+    "OpenVINO (f32)": ("fp32", False, False, "openvino"),
+    "OpenVINO (bf16)": ("bf16", False, False, "openvino"),
+}
+#: what ``quick`` runs unless ``variants`` says otherwise (the compile and export rows cost minutes even there)
+QUICK_VARIANTS = tuple(k for k, v in PIPELINE_VARIANTS.items() if not v[2] and v[3] == "torch")
+
+
+def _runtime_detector(det, backend: str, precision: str, folder, imgs, batch: int):
+    """A copy of ``det`` whose networks run in ``backend`` from files exported into ``folder`` (once)."""
+    import copy
+    import importlib.util
+    from pathlib import Path
+
+    from synboost.detectors.runtimes import use_exported
+    from synboost.jobs.export import _capture, export_networks
+
+    nets = {"segmenter": det.model, "generator": det.generator, "vgg": det.vgg19, "dissimilarity": det.dissim}
+    sources = {n: f"random weights ({n}, benchmark)" for n in nets}
+    if not (Path(folder) / "segmenter.onnx.json").is_file():  # once, for every runtime row
+        det.set_channels_last(False)
+        det.set_precision("fp32")
+        formats = ["onnx"] + (["openvino"] if importlib.util.find_spec("openvino") and det.device.type == "cpu"
+                                        else [])
+        export_networks(nets, _capture(det, imgs[:batch]), sources, Path(folder), formats, False, batch,
+                        "benchmark images")
+    run = copy.copy(det)
+    run.set_channels_last(False)
+    use_exported(run, backend, folder, precision, sources)
+    return run
 
 
 def run_pipeline_benchmark(out_json: str | None = None, quick: bool = False, device: str = "auto",
                            size: tuple[int, int] | None = None, batch: int = 8, images: int = 16,
-                           backbone: str | None = None) -> list[dict]:
-    """End-to-end SynBoost images/s at input ``size``: the batched detector (fp32 and channels_last; bf16 on CUDA)
-    against the official-style per-image loop, in the same process on the same random-initialised networks;
-    per-stage ms. Defaults: on CUDA the official setting (1024x2048 input, WideResNet-38 OS8); on the CPU
-    512x1024 with a ResNet-101 OS8 (the official setting costs ~2.5 min per image there)."""
+                           backbone: str | None = None, variants: tuple[str, ...] | None = None) -> list[dict]:
+    """End-to-end SynBoost images/s at input ``size``, in one process on the same random-initialised networks:
+    the official-style per-image loop, then each batched variant of :data:`PIPELINE_VARIANTS` (fp32, channels_last,
+    bf16, mixed precision, torch.compile, onnxruntime / TensorRT, OpenVINO f32 / bf16; those this machine lacks
+    are listed as skipped), with per-stage ms, the first call's seconds (compilation, session start) and the
+    ratio to the loop. Defaults: on CUDA the official setting (1024x2048 input, WideResNet-38 OS8); on the CPU
+    512x1024 with a ResNet-101 OS8 (the official setting costs ~2.5 min per image there). ``quick``: tiny
+    networks and :data:`QUICK_VARIANTS` unless ``variants`` names others."""
+    import copy
+    import tempfile
+
     import numpy as np
 
+    from synboost.detectors.runtimes import unavailable
     from synboost.runtime import pick_device
 
     dev = pick_device(device)
@@ -225,50 +273,72 @@ def run_pipeline_benchmark(out_json: str | None = None, quick: bool = False, dev
         size, batch, images = (128, 256), 2, 4
         backbone = "tiny"
         det = _official_size_stages(dev, (64, 128), backbone, 0.25)
+        variants = variants or QUICK_VARIANTS
     else:
         size = tuple(size or ((1024, 2048) if cuda else (512, 1024)))
         backbone = backbone or ("wrn38" if cuda else "resnet101")
         det = _official_size_stages(dev, seg_backbone=backbone)
         if not cuda:
             images, batch = 2, 1
+    variants = variants or tuple(PIPELINE_VARIANTS)
     rng = np.random.default_rng(0)
     imgs = [rng.integers(0, 255, (*size, 3), dtype=np.uint8) for _ in range(images)]
-    rows = []
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    rows, skipped = [], []
     t0 = time.perf_counter()
-    for im in imgs[: max(2, images // 4)]:
-        official_style_loop(det, im)
-    if cuda:
-        torch.cuda.synchronize()
     n_loop = max(2, images // 4)
+    for im in imgs[:n_loop]:
+        official_style_loop(det, im)
+    sync()
     loop_s = (time.perf_counter() - t0) / n_loop
     rows.append({"variant": "official-style per-image loop (fp32, CPU round trips)", "batch": 1,
-                 "images_per_s": 1 / loop_s, "ms_per_image": 1000 * loop_s})
-    for amp, cl in ([(False, False), (True, False), (True, True)] if cuda else [(False, False), (False, True)]):
-        det.amp, det.batch_size = amp, batch
-        det.set_channels_last(cl)
-        det(imgs[:batch])  # warm-up
-        if cuda:
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        det(imgs)
-        if cuda:
-            torch.cuda.synchronize()
-        s = (time.perf_counter() - t0) / len(imgs)
-        row = {"variant": f"batched detector ({'bf16' if amp else 'fp32'}{', channels_last' if cl else ''})",
-               "batch": batch, "images_per_s": 1 / s,
-               "ms_per_image": 1000 * s, "speedup_vs_loop": loop_s / s}
-        row.update({f"ms {k}": v for k, v in _stage_times(det, imgs[:batch], dev).items()})
-        rows.append(row)
+                 "images_per_s": 1 / loop_s, "ms_per_image": 1000 * loop_s, "speedup_vs_loop": 1.0})
+    det.batch_size = batch
+    with tempfile.TemporaryDirectory(prefix="synboost-bench-") as tmp:
+        for label in variants:
+            precision, cl, compiled, backend = PIPELINE_VARIANTS[label]
+            why = unavailable(backend, precision, dev)
+            if why:
+                skipped.append({"variant": label, "why": why})
+                print(f"  skipped: {label}: {why}", flush=True)
+                continue
+            t_setup = time.perf_counter()
+            if backend == "torch":
+                run = copy.deepcopy(det) if compiled else det  # compiled in place: on a copy of the networks
+                run.set_channels_last(cl)
+                run.set_precision(precision)
+                if compiled:
+                    run.set_compile()
+            else:
+                run = _runtime_detector(det, backend, precision, tmp, imgs, batch)
+            setup = time.perf_counter() - t_setup
+            t_first = time.perf_counter()
+            run(imgs[:batch])  # warm-up (compiles, starts the sessions' kernels)
+            sync()
+            first = time.perf_counter() - t_first
+            t1 = time.perf_counter()
+            run(imgs)
+            sync()
+            sec = (time.perf_counter() - t1) / len(imgs)
+            row = {"variant": label, "batch": batch, "images_per_s": 1 / sec, "ms_per_image": 1000 * sec,
+                   "speedup_vs_loop": loop_s / sec, "first_call_s": first, "setup_s": setup}
+            row.update({f"ms {k}": v for k, v in _stage_times(run, imgs[:batch], dev).items()})
+            rows.append(row)
+            print(f"  {label}: {row['ms_per_image']:.0f} ms / image ({row['speedup_vs_loop']:.2f}x the loop)",
+                  flush=True)
     info = device_info(dev)
+    info["load_average"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     print(f"\nSynBoost end to end at {size[0]}x{size[1]} (segmenter {backbone}, stages at "
-          f"{det.size[0]}x{det.size[1]}) on "
-          f"{info.get('gpu', info['cpu'])}, torch {info['torch']}")
-    cols = ["variant", "batch", "images_per_s", "ms_per_image", "speedup_vs_loop"] + \
+          f"{det.size[0]}x{det.size[1]}) on {info.get('gpu', info['cpu'])}, torch {info['torch']}, load average "
+          f"{info['load_average']}")
+    cols = ["variant", "batch", "images_per_s", "ms_per_image", "speedup_vs_loop", "first_call_s", "setup_s"] + \
         sorted({k for r in rows for k in r if k.startswith("ms ")})
     print(format_rows(rows, cols))
+    for s in skipped:
+        print(f"skipped: {s['variant']}: {s['why']}")
     if out_json:
         write_json(out_json, {"benchmark": "pipeline", "size": list(size), "info": info, "rows": rows,
-                              "segmenter": backbone})
+                              "skipped": skipped, "segmenter": backbone})
     return rows
 
 

@@ -36,7 +36,7 @@ exit status:
 'synboost <verb> --help' describes a verb."""
 
 #: the verb-group modules, in the order of `synboost --help`
-GROUPS = ("data", "train", "infer", "evaluate", "demo", "weights", "pipeline", "bench")
+GROUPS = ("data", "train", "infer", "evaluate", "demo", "weights", "pipeline", "export", "bench", "plot")
 
 
 def build_parser() -> argparse.ArgumentParser:

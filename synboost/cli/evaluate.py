@@ -40,6 +40,10 @@ def register(sub) -> None:
                                                     "data -> fishyscapes, else smiyc)")
     e.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="a pipeline value (with --config: a reproduction config value)")
+    e.add_argument("--calibrate", choices=["tpr95", "f1"],
+                   help="instead of the metrics: the object threshold of the pipeline's method on this labelled "
+                        "(validation) data, written into the pipeline file as score.threshold: tpr95 = 95 %% of the "
+                        "anomaly pixels above it, f1 = the pixel best-F1 point (for `infer --objects`)")
     e.set_defaults(run=run, interrupt=no_resume("eval"))
 
 
@@ -54,7 +58,11 @@ def _skips(reports: list[dict], out: str | None) -> int:
 def run(a: argparse.Namespace) -> int:
     """Evaluate (or reproduce with ``--config``); the exit status (3: finished, with skips)."""
     if a.config:
+        if a.calibrate:
+            raise SynboostError("--calibrate takes --pipeline FILE and --data KIND:DIR, not --config")
         return _eval_config(a)
+    if a.calibrate:
+        return _calibrate(a)
     from synboost.detectors.pipeline import load_pipeline
     from synboost.jobs.evaluate import evaluate_many
 
@@ -86,6 +94,61 @@ def run(a: argparse.Namespace) -> int:
     if a.submission:
         print(f"submission files in {a.submission}/")
     return _skips(reports, a.out)
+
+
+def _calibrate(a: argparse.Namespace) -> int:
+    """``eval --calibrate RULE``: the threshold on the given data, stored in the pipeline file."""
+    from synboost.detectors.pipeline import load_pipeline
+    from synboost.jobs.calibrate import calibrate, store_threshold
+
+    if not a.pipeline or a.segmenter:
+        raise SynboostError("--calibrate stores the threshold in a pipeline file: give --pipeline FILE (not "
+                            "--segmenter)")
+    if not a.data:
+        raise SynboostError("--calibrate needs labelled data: give --data KIND:DIR, a split with anomaly labels "
+                            "(a validation set, not the test set you report on)")
+    if a.method and [m for spec in a.method for m in spec.split(",")] != [_file_method(a.pipeline)]:
+        raise SynboostError(f"--calibrate: a threshold belongs to the pipeline's own method "
+                            f"({_file_method(a.pipeline)}); drop --method, or calibrate a pipeline file with "
+                            "that score.method")
+    scoring = [o for o in a.overrides if o.partition("=")[0].split(".")[0] in _SCORING]
+    if scoring:
+        raise SynboostError(f"--calibrate: --set {scoring[0]} changes the maps the threshold is for; edit the "
+                            "pipeline file instead (only runtime values such as device or batch_size may be set)")
+    for flag, value in (("--eval-size", a.eval_size), ("--submission", a.submission), ("--components", a.components),
+                        ("--fpr-rule", a.fpr_rule), ("--format", a.formats)):
+        if value:
+            raise SynboostError(f"{flag} is not used by --calibrate (it scores the maps as infer writes them, at the "
+                                "labels' size; tpr95 is the first threshold with TPR >= 95 %)")
+    det = load_pipeline(a.pipeline, a.overrides)
+    rec = calibrate(det, a.data, a.calibrate, max_images=a.max_images)
+    store_threshold(a.pipeline, rec)
+    o = rec["objects"]
+    print(f"{rec['rule']} threshold of {rec['method']} on {rec['images']} images ({', '.join(rec['dataset'])}): "
+          f"score > {rec['value']!r}")
+    print(f"  pixels there: TPR {100 * rec['tpr']:.2f} %, FPR {100 * rec['fpr']:.2f} %, precision "
+          f"{100 * rec['precision']:.2f} %, F1 {100 * rec['f1']:.2f} % (AP {100 * rec['ap']:.2f} %, FPR95 "
+          f"{100 * rec['fpr95']:.2f} %)")
+    print(f"  objects (>= {o['min_area']} px; GT >= {o['min_gt_size']} px): sIoU {100 * o['siou']:.1f}, PPV "
+          f"{100 * o['ppv']:.1f}, mean F1 {100 * o['f1_mean']:.1f} ({o['n_pred']} predicted, {o['n_gt']} labelled)")
+    if a.out:
+        from synboost.data.io import write_json
+
+        write_json(Path(a.out) / "calibration.json", rec)
+    print(f"written to {a.pipeline} (score.threshold, score.calibration)"
+          + (f" and {Path(a.out) / 'calibration.json'}" if a.out else "") + "; `synboost infer --objects` uses it")
+    return print_skips([("skipped", s, None) for s in rec["skipped"]])
+
+
+#: pipeline keys that change the anomaly maps (a calibrated threshold would not fit the file's maps)
+_SCORING = ("score", "components", "detector", "method", "ensemble", "ensemble_weights", "input_size", "mc_samples",
+            "segmenter", "pebal", "density", "generator", "dissimilarity", "perceptual_vgg")
+
+
+def _file_method(pipeline: str) -> str:
+    from synboost.detectors.pipeline import read_pipeline
+
+    return read_pipeline(pipeline, note=False).score.method
 
 
 def _eval_config(a: argparse.Namespace) -> int:

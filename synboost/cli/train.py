@@ -8,6 +8,7 @@ from typing import Any, Callable, NamedTuple
 
 from synboost.cli.common import RESUMES, add_config, add_fresh, no_resume
 from synboost.config import (
+    BackboneConfig,
     DissimilarityConfig,
     OutlierTrainingConfig,
     PebalConfig,
@@ -70,6 +71,9 @@ STAGES: dict[str, Stage] = {
                            _dissimilarity),
     "pebal": Stage(PebalConfig, _lazy("synboost.training.pebal", "train_pebal"), _pebal),
     "outlier": Stage(OutlierTrainingConfig, _lazy("synboost.training.outlier", "train_outlier"), _outlier),
+    "backbone": Stage(BackboneConfig, _lazy("synboost.training.backbone", "train_backbone"),
+                      lambda s: [f"VGG{d} trunk: {s['trunks'].get(d, r['last'])}; validation {r['best_val']}"
+                                 for d, r in s["runs"].items()]),
 }
 
 
@@ -81,6 +85,9 @@ def register(sub) -> None:
                         "dirichlet (configs/outlier/)")
     add_config(t, required=True)
     add_fresh(t, "ignore the run folder's last checkpoint", "train", old="--resume")
+    t.add_argument("--logger", choices=["jsonl", "tensorboard"],
+                   help="tensorboard: also log scalars, validation and sample grids to <out>/tensorboard/ "
+                        "(pip install tensorboard); train_log.jsonl is always written (= --set train.logger=...)")
     t.set_defaults(run=run, interrupt=RESUMES)
 
     f = sub.add_parser("fit", help="fit a post-hoc model on a trained segmenter's features (no gradient training)")
@@ -97,7 +104,8 @@ def run(a: argparse.Namespace) -> None:
     if a.verb == "fit":
         return _fit_density(a)
     stage = STAGES[a.stage]
-    summary = stage.train(load_config(stage.config, a.config, a.overrides), resume=not a.fresh)
+    overrides = list(a.overrides) + ([f"train.logger={a.logger}"] if a.logger and a.logger != "jsonl" else [])
+    summary = stage.train(load_config(stage.config, a.config, overrides), resume=not a.fresh)
     for line in stage.summary(summary):
         print(line)
 

@@ -23,6 +23,9 @@ from synboost.config.jobs import (
 )
 from synboost.config.loading import from_dict, load_config, merge_config, save_config, to_dict
 from synboost.config.stages import (
+    BackboneConfig,
+    BackboneDataConfig,
+    BackboneNetConfig,
     DensityConfig,
     DensityDataConfig,
     DensityModelConfig,
@@ -47,6 +50,9 @@ from synboost.config.stages import (
 
 __all__ = [
     "AblationConfig",
+    "BackboneConfig",
+    "BackboneDataConfig",
+    "BackboneNetConfig",
     "CompareConfig",
     "DemoConfig",
     "DensityConfig",

@@ -42,6 +42,21 @@ class PipelineComponents:
 
 
 @dataclasses.dataclass
+class ScoreCalibration:
+    """Where ``score.threshold`` came from (written by ``synboost eval --calibrate``; empty when set by hand)."""
+
+    rule: str = ""  #: tpr95 (the pixel TPR reaches 95 %) | f1 (the pixel best-F1 point)
+    method: str = ""  #: the score it was calibrated for
+    dataset: list[str] = dataclasses.field(default_factory=list)  #: the labelled data (dataset specs)
+    value: float | None = None  #: the calibrated threshold (score.threshold unless edited by hand since)
+    images: int = 0
+    tpr: float | None = None  #: the pixel operating point there, on that data
+    fpr: float | None = None
+    precision: float | None = None
+    f1: float | None = None
+
+
+@dataclasses.dataclass
 class PipelineScore:
     """How a pipeline scores: the method and its settings."""
 
@@ -51,6 +66,9 @@ class PipelineScore:
     ensemble_weights: list[float] = dataclasses.field(default_factory=lambda: [0.75, 0.25])
     input_size: list[int] = dataclasses.field(default_factory=list)  #: segmenter input (H, W); [] = native
     mc_samples: int = 8  #: passes for mcdropout
+    #: objects (``infer --objects``): anomalous where score > threshold; None = not calibrated (``eval --calibrate``)
+    threshold: float | None = None
+    calibration: ScoreCalibration = dataclasses.field(default_factory=ScoreCalibration)
 
 
 @dataclasses.dataclass
@@ -59,8 +77,17 @@ class PipelineDefaults:
 
     device: str = "auto"
     batch_size: int = 4
-    amp: bool = True  #: bf16 autocast on CUDA (ignored on the CPU)
-    channels_last: bool = False  #: NHWC networks and batches (faster convolutions on CUDA; see BENCHMARKS.md)
+    amp: bool = True  #: bf16 autocast on CUDA (ignored on the CPU); what precision 'auto' follows
+    channels_last: bool = False  #: NHWC networks and batches (faster convolutions on CUDA, and needed for the CPU's
+    #: bf16 units to be fast; see BENCHMARKS.md)
+    #: each network's dtype: auto (bf16 on CUDA when amp, fp32 on the CPU) | fp32 | bf16 | mixed (segmenter fp32,
+    #: the rest bf16) | segmenter:fp32,generator:bf16,vgg:bf16,dissimilarity:bf16; bf16 where the device has no bf16
+    #: unit runs fp32 (said in one line); scores, softmaxes and the fusion are always fp32
+    precision: str = "auto"
+    compile: bool = False  #: torch.compile the networks (inductor, static shapes; the first batch compiles)
+    backend: str = "torch"  #: torch | onnxruntime | openvino | tensorrt (onnxruntime's TensorRT provider): the
+    #: networks run from the files of `synboost export` in `exported`
+    exported: str = ""  #: the folder of `synboost export` (relative to the pipeline file), for backend != torch
 
 
 @dataclasses.dataclass

@@ -30,7 +30,9 @@ class LoopConfig:
     lr: float = 0.01
     weight_decay: float = 1e-4
     seed: int = 0
-    amp: bool = True  #: bf16 autocast on CUDA (ignored on the CPU)
+    amp: bool = True  #: bf16 autocast on CUDA (ignored on the CPU unless amp_cpu)
+    amp_cpu: bool = False  #: bf16 autocast on a CPU with bf16 units too (detected, never assumed); off keeps fp32
+    logger: str = ""  #: tensorboard: also log to <out>/tensorboard/ (pip install tensorboard); train_log.jsonl always
     device: str = "auto"  #: auto | cpu | cuda
     workers: int = 2  #: data-loader processes per rank
     log_every: int = 20  #: steps between log lines
@@ -320,3 +322,45 @@ class DensityConfig:
     amp: bool = True  #: bf16 autocast of the segmenter on CUDA (statistics in float64 regardless)
     seed: int = 0
     method: str = "nll_single"  #: the method of the written pipeline file
+
+
+@dataclasses.dataclass
+class BackboneNetConfig:
+    """The trunks `synboost train backbone` pretrains: torchvision's VGG16 / VGG19 ``features`` (full width, no BN)
+    and the light multi-scale head that supervises them (dropped at export)."""
+
+    depth: list[int] = dataclasses.field(default_factory=lambda: [16, 19])  #: trunks to train, one run each
+    head_dim: int = 64  #: channels of the head's per-level projections
+    edges: bool = True  #: + a boundary output trained on the instance-id edges (needs the dataset's instance maps)
+    edge_weight: float = 1.0  #: weight of the boundary BCE beside the 19-class cross-entropy
+
+
+@dataclasses.dataclass
+class BackboneDataConfig:
+    """The backbone stage's data: dataset specs (with labels and instance ids), resolution and augmentation."""
+
+    train: str = "cityscapes:data/cityscapes@train"
+    val: str = "cityscapes:data/cityscapes@val"  #: the head's mIoU on it selects the best epoch
+    size: list[int] = dataclasses.field(default_factory=list)  #: resize train and val images to (H, W); [] = native
+    crop: list[int] = dataclasses.field(default_factory=lambda: [512, 1024])  #: training crop (H, W); [] = none
+    scale_min: float = 0.5
+    scale_max: float = 2.0
+    flip: bool = True
+    val_images: int = 0  #: validation images (0 = all)
+
+
+@dataclasses.dataclass
+class BackboneConfig:
+    """``synboost train backbone``: pretrain VGG16 / VGG19 trunks with dense supervision (the 19 classes and the
+    instance edges) where no ImageNet weights are available; writes ``vgg{depth}-{name}.safetensors`` in
+    torchvision's ``features.N.*`` layout, which every VGG path of the package takes."""
+
+    out: str = "runs/backbone"
+    name: str = "world"  #: the exported files are <out>/vgg16-<name>.safetensors and vgg19-<name>.safetensors
+    backbone: BackboneNetConfig = dataclasses.field(default_factory=BackboneNetConfig)
+    data: BackboneDataConfig = dataclasses.field(default_factory=BackboneDataConfig)
+    train: LoopConfig = dataclasses.field(default_factory=lambda: LoopConfig(lr=2e-4, batch_size=8, weight_decay=1e-4,
+                                                                              epochs=10))
+    optimizer: str = "adamw"  #: adamw | sgd (momentum below); a poly learning rate either way
+    momentum: float = 0.9
+    poly_power: float = 0.9

@@ -152,6 +152,7 @@ COMPONENT_KINDS: dict[str, ComponentKind] = {
         "synboost train dissimilarity"),
     "density": ComponentKind(None, _build_density, "synboost fit density"),
     "synthesis": ComponentKind(SynModelConfig, None, "synboost train synthesis (its generator + discriminator)"),
+    "backbone": ComponentKind(None, None, "synboost train backbone (VGG trunks + their training head)"),
 }
 
 #: state-dict keys with this prefix are statistics stored beside the weights (the segmenter's SML statistics);

@@ -68,14 +68,16 @@ _SLICE_KEY = re.compile(r"^slice\d+\.(\d+\..+)$")  # lpips keeps torchvision's f
 
 
 def build_lpips(net: str = "vgg", pnet_rand: bool = False, pretrained: bool = True,
-                path: str | os.PathLike | None = None) -> nn.Module:
+                path: str | os.PathLike | None = None, linear: bool = True) -> nn.Module:
     """An ``lpips.LPIPS(net, spatial=True)`` built offline, in eval mode, frozen.
 
     ``pretrained``: the calibrated linear layers shipped inside the ``lpips`` package (no download).
     The trunk: ``lpips`` itself would call torchvision with ``pretrained=True`` and download when the file is not
     cached; so the trunk is always built random here and, unless ``pnet_rand=True`` (an explicit choice), filled
     from torchvision's ImageNet file found at ``path`` or in ``$TORCH_HOME/hub/checkpoints`` (one-line error if
-    absent)."""
+    absent). ``path`` may also be a ``.safetensors`` trunk in torchvision's layout, e.g. ``vgg16-world.safetensors``
+    of ``synboost train backbone``; lpips' linear layers were calibrated on the channels of ImageNet VGG16, which
+    such a trunk does not share, so give it ``linear=False``: lpips' baseline, every channel weighted alike."""
     from synboost.hub.checkpoint import load_foreign
     from synboost.hub.pretrained import find_weights, hub_dir, weights_file
 
@@ -95,7 +97,8 @@ def build_lpips(net: str = "vgg", pnet_rand: bool = False, pretrained: bool = Tr
 
     with warnings.catch_warnings():  # torchvision's 'pretrained is deprecated' from inside lpips
         warnings.simplefilter("ignore")
-        model = lpips.LPIPS(net=net, spatial=True, pnet_rand=True, pretrained=pretrained, verbose=False)
+        model = lpips.LPIPS(net=net, spatial=True, pnet_rand=True, pretrained=pretrained, lpips=linear,
+                            verbose=False)
     if file is not None:
         sd = load_foreign(file)
         own = model.net.state_dict()
@@ -110,17 +113,17 @@ def build_lpips(net: str = "vgg", pnet_rand: bool = False, pretrained: bool = Tr
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_lpips(net: str, pnet_rand: bool, pretrained: bool, path: str | None) -> nn.Module:
-    return build_lpips(net, pnet_rand, pretrained, path)
+def _cached_lpips(net: str, pnet_rand: bool, pretrained: bool, path: str | None, linear: bool) -> nn.Module:
+    return build_lpips(net, pnet_rand, pretrained, path, linear)
 
 
 def lpips_map(x: torch.Tensor, y: torch.Tensor, net: str | nn.Module = "vgg", pnet_rand: bool = False,
-              pretrained: bool = True, path: str | os.PathLike | None = None) -> torch.Tensor:
+              pretrained: bool = True, path: str | os.PathLike | None = None, linear: bool = True) -> torch.Tensor:
     """Spatial LPIPS distance: (B, 3, H, W) RGB in [0, 1] twice -> (B, H, W) (not normalised).
 
     ``net``: 'vgg' | 'alex' | 'squeeze' (a model is built once per setting and cached) or a model from
-    ``build_lpips``."""
+    ``build_lpips``; ``linear``: see :func:`build_lpips`."""
     model = net if isinstance(net, nn.Module) else _cached_lpips(net, pnet_rand, pretrained,
-                                                                  str(path) if path else None)
+                                                                  str(path) if path else None, linear)
     model = model.to(x.device)
     return model(x, y, normalize=True)[:, 0]  # normalize: [0, 1] -> [-1, 1], LPIPS' input range

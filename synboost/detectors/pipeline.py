@@ -9,6 +9,8 @@ A pipeline file says what detector it is and travels with its run (diffusers' ``
       dissimilarity: dissimilarity/dissimilarity.safetensors
     score: {method: synboost, ensemble: true, ensemble_weights: [0.75, 0.25]}
     defaults: {batch_size: 8, amp: true}   # load_pipeline(path, device=..., batch_size=...) overrides them
+    # defaults also choose each network's precision (fp32 | bf16 | mixed | per network), torch.compile, and the
+    # backend (torch | onnxruntime | openvino | tensorrt over the files of `synboost export`)
 
 A relative component path resolves against the file's folder only, never the working directory, so a run folder
 can be moved or shared. Inference, evaluation, the demo and the benchmarks all go through these detectors, so
@@ -20,7 +22,7 @@ import dataclasses
 import os
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import yaml
 
@@ -47,6 +49,8 @@ DETECTORS: dict[str, tuple[type, tuple[str, ...]]] = {
 _SECTION = {**{f.name: "components" for f in dataclasses.fields(PipelineComponents)},
             **{f.name: "score" for f in dataclasses.fields(PipelineScore)},
             **{f.name: "defaults" for f in dataclasses.fields(PipelineDefaults)}}
+#: where a pipeline's networks run (``defaults.backend``)
+BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
 _OLD_VGG = ("perceptual_vgg_pretrained", "perceptual_vgg_path")
 _warned: set[str] = set()
 
@@ -156,7 +160,8 @@ def _perceptual(spec: str, base: Path | None, dev):
 
 def build_detector(cfg: PipelineConfig, base: Path | None = None, device: str | None = None,
                    batch_size: int | None = None, amp: bool | None = None,
-                   channels_last: bool | None = None) -> PosthocDetector:
+                   channels_last: bool | None = None, precision: str | Mapping[str, str] | None = None,
+                   compile: bool | None = None, backend: str | None = None) -> PosthocDetector:
     """The detector of a :class:`PipelineConfig`; relative component paths resolve against ``base``. The
     runtime arguments override the file's ``defaults``."""
     from synboost.runtime import pick_device
@@ -167,32 +172,71 @@ def build_detector(cfg: PipelineConfig, base: Path | None = None, device: str | 
     if s.method in SynBoostDetector.EXTRA and cfg.detector != "synboost":
         raise ConfigError(f"method '{s.method}' needs 'detector: synboost' (with components generator and "
                           "dissimilarity)")
+    backend = backend or d.backend
+    if backend not in BACKENDS:
+        raise ConfigError(f"defaults.backend '{backend}' is not one of {', '.join(BACKENDS)}")
+    compile = d.compile if compile is None else compile
+    if compile and backend != "torch":
+        raise ConfigError(f"defaults.compile is for backend torch, not {backend}; set compile: false")
     dev = pick_device(device or d.device)
     model, sml = load_segmenter(_checkpoint(c.segmenter, "segmenter", "segmentation", base), dev)
     pebal = load_pebal(_checkpoint(c.pebal, "pebal", "pebal", base), dev) if c.pebal else None
     density = (load_density(_checkpoint(c.density, "density", "", base, "synboost fit density"),
                             _checkpoint(c.segmenter, "segmenter", "segmentation", base), dev)
                if c.density else None)
+    precision = d.precision if precision is None else precision
     common = dict(input_size=s.input_size, batch_size=batch_size or d.batch_size, mc_samples=s.mc_samples,
                   device=dev, amp=d.amp if amp is None else amp, pebal_model=pebal, density=density,
-                  channels_last=d.channels_last if channels_last is None else channels_last)
+                  channels_last=d.channels_last if channels_last is None else channels_last,
+                  precision="fp32" if backend != "torch" else precision, compile=compile)
     if cfg.detector == "posthoc":
-        return PosthocDetector(model, s.method, sml, **common)
-    gen = load_generator(_checkpoint(c.generator, "generator", "synthesis", base), dev)
-    dissim, meta = load_dissimilarity(_checkpoint(c.dissimilarity, "dissimilarity", "dissimilarity", base), dev)
-    vgg19 = _perceptual(c.perceptual_vgg, base, dev)
-    return SynBoostDetector(model, gen, dissim, vgg19, meta["size"], sml, s.ensemble, s.ensemble_weights, s.method,
-                            **common)
+        det = PosthocDetector(model, s.method, sml, **common)
+    else:
+        gen = load_generator(_checkpoint(c.generator, "generator", "synthesis", base), dev)
+        dissim, meta = load_dissimilarity(_checkpoint(c.dissimilarity, "dissimilarity", "dissimilarity", base),
+                                          dev)
+        vgg19 = _perceptual(c.perceptual_vgg, base, dev)
+        det = SynBoostDetector(model, gen, dissim, vgg19, meta["size"], sml, s.ensemble, s.ensemble_weights,
+                               s.method, **common)
+    if backend != "torch":
+        from synboost.detectors.runtimes import use_exported
+
+        if not d.exported:
+            raise ConfigError(f"defaults.backend '{backend}' runs the files of `synboost export`: set "
+                              "defaults.exported to their folder (`synboost export PIPELINE --out DIR` writes "
+                              "DIR/pipeline.yaml with both set)")
+        use_exported(det, backend, Path(base or ".") / Path(d.exported).expanduser(), precision,
+                     component_sources(cfg, base))
+    return det
+
+
+def component_sources(cfg: PipelineConfig, base: Path | None = None) -> dict[str, str]:
+    """Each network of a pipeline and where its weights come from: the resolved checkpoint path (``segmenter``,
+    ``pebal``, ``generator``, ``dissimilarity``) or the perceptual VGG's spec (``imagenet``, ``random``, a path)."""
+    c = cfg.components
+    out = {"segmenter": resolve_component(c.segmenter, base)}
+    if c.pebal:
+        out["pebal"] = resolve_component(c.pebal, base)
+    if cfg.detector == "synboost":
+        out.update(generator=resolve_component(c.generator, base),
+                   dissimilarity=resolve_component(c.dissimilarity, base),
+                   vgg=c.perceptual_vgg if c.perceptual_vgg in ("imagenet", "random", "")
+                   else resolve_component(c.perceptual_vgg, base))
+    return out
 
 
 def load_pipeline(path: str | os.PathLike, overrides: Sequence[str] = (), device: str | None = None,
                   batch_size: int | None = None, amp: bool | None = None,
-                  channels_last: bool | None = None) -> PosthocDetector:
+                  channels_last: bool | None = None, precision: str | Mapping[str, str] | None = None,
+                  compile: bool | None = None, backend: str | None = None) -> PosthocDetector:
     """The detector of a pipeline file: ``synboost.load_pipeline("runs/demo/pipeline.yaml", device="cpu")(images)
     -> [{"anomaly": ..., "segmentation": ...}]``. ``overrides``: ``KEY=VALUE`` edits (``method=entropy``,
-    ``score.ensemble=false``); the runtime arguments override the file's ``defaults``."""
+    ``score.ensemble=false``); the runtime arguments override the file's ``defaults`` (``precision``: ``fp32``,
+    ``bf16``, ``mixed`` or per network, see :mod:`synboost.detectors.precision`; ``compile``: torch.compile;
+    ``backend``: torch, onnxruntime, openvino or tensorrt over the files of ``synboost export``)."""
     cfg = read_pipeline(path, overrides)
-    return build_detector(cfg, Path(path).resolve().parent, device, batch_size, amp, channels_last)
+    return build_detector(cfg, Path(path).resolve().parent, device, batch_size, amp, channels_last, precision,
+                          compile, backend)
 
 
 def _is_path(value: str) -> bool:

@@ -7,7 +7,7 @@ maps at the image's size: ``anomaly`` (higher = more anomalous) for its method, 
 from __future__ import annotations
 
 from contextlib import nullcontext
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from synboost import scores
 from synboost.detectors.components import OUTLIER_METHODS, same_below_head
+from synboost.detectors.precision import WarmUp, autocast, compile_networks, resolve_precision
 from synboost.errors import ConfigError
 from synboost.models.density import DENSITY_METHODS, DensityScorer, FeatureTap
 from synboost.tensors import images_to_batch
@@ -80,7 +81,8 @@ class PosthocDetector:
     def __init__(self, segmenter: torch.nn.Module, method: str = "entropy", sml_stats=None, input_size=None,
                  batch_size: int = 4, mc_samples: int = 8, device: torch.device | str = "cpu", amp: bool = False,
                  pebal_model: torch.nn.Module | None = None, density: DensityScorer | None = None,
-                 channels_last: bool = False):
+                 channels_last: bool = False, precision: str | Mapping[str, str] | None = "auto",
+                 compile: bool = False):
         self.model, self.method, self.sml_stats = segmenter, method, sml_stats
         self.pebal_model, self.density = pebal_model, density
         self.shared_trunk = pebal_model is not None and same_below_head(segmenter, pebal_model)
@@ -88,10 +90,36 @@ class PosthocDetector:
         self._check(method, POSTHOC_METHODS + OUTLIER_METHODS + DENSITY_METHODS, "post-hoc methods")
         self.input_size, self.batch_size, self.mc_samples = input_size or None, batch_size, mc_samples
         self.device = torch.device(device)
-        self.amp = amp  #: bf16 autocast on CUDA (scores and the final softmax are computed in float32)
+        self.amp = amp  #: with precision 'auto': bf16 autocast on CUDA (the scores are computed in float32)
+        self.backend = "torch"  #: torch | onnxruntime | openvino | tensorrt (set by detectors.runtimes)
         # NHWC memory format for the networks and the input batches (faster convolutions on CUDA and on oneDNN
         # CPUs; the maps equal the NCHW ones up to float rounding)
         self.set_channels_last(channels_last)
+        self.set_precision(precision)
+        self.compiled, self._warmup = False, WarmUp()
+        if compile:
+            self.set_compile()
+
+    def set_precision(self, precision: str | Mapping[str, str] | None = "auto") -> None:
+        """Each network's dtype (:mod:`synboost.detectors.precision`: ``auto``, ``fp32``, ``bf16``, ``mixed`` or
+        per network); bf16 where the device has no bf16 unit runs fp32, with one line that says so. Exported
+        backends take theirs when they are built (``load_pipeline(..., precision=...)``)."""
+        if self.backend != "torch":
+            raise ConfigError(f"the networks run in {self.backend}, whose precision is set when the detector is "
+                              "built: load_pipeline(..., precision=...)")
+        self.precision = resolve_precision(precision, self.device, self.amp, self.backend)
+
+    def set_compile(self) -> None:
+        """torch.compile every network in place (static shapes: partial batches are padded to ``batch_size``);
+        the first batch of each shape compiles and prints how long it took."""
+        if self.backend != "torch":
+            raise ConfigError(f"defaults.compile: the networks run in {self.backend}, not torch; set compile: false")
+        compile_networks(self._networks())
+        self.compiled = True
+
+    def _region(self, network: str):
+        """The autocast region of one network (:data:`~synboost.detectors.precision.NETWORKS`)."""
+        return autocast(self.device, self.precision.get(network, "fp32") if self.backend == "torch" else "fp32")
 
     def _networks(self) -> list[torch.nn.Module]:
         return [m for m in (self.model, self.pebal_model) if m is not None]
@@ -146,7 +174,8 @@ class PosthocDetector:
               pebal_logits: torch.Tensor | None = None, outputs: torch.Tensor | None = None
               ) -> dict[str, torch.Tensor]:
         dens = [m for m in methods if m in DENSITY_METHODS]
-        out = self.density(self._tap.features, batch.shape[2:], dens) if dens else {}
+        feats = {k: v.float() for k, v in self._tap.features.items()} if dens else {}
+        out = self.density(feats, batch.shape[2:], dens) if dens else {}
         for m in methods:
             if m in dens:
                 continue
@@ -168,7 +197,8 @@ class PosthocDetector:
         for d in drop:
             d.train()
         try:
-            return scores.mc_dropout(self.model, batch, self.mc_samples)
+            with self._region("segmenter"):
+                return scores.mc_dropout(self.model, batch, self.mc_samples)
         finally:
             for d in drop:
                 d.eval()
@@ -182,21 +212,32 @@ class PosthocDetector:
         results: list[dict[str, np.ndarray]] = [{} for _ in images]
         for shape, part in same_size_batches(images, self.batch_size):
             batch = images_to_batch([images[i] for i in part], self.device, self.input_size)
+            if self.compiled and len(part) < self.batch_size:  # static shapes: pad with the last image
+                batch = torch.cat([batch, batch[-1:].expand(self.batch_size - len(part), -1, -1, -1)])
             if self.channels_last:
                 batch = batch.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16,
-                                enabled=self.amp and self.device.type == "cuda"):
-                with self._tap.capture() if self._tap and set(methods) & set(DENSITY_METHODS) else nullcontext():
-                    if set(methods) & set(OUTLIER_METHODS):
-                        logits, pebal_logits, outputs = self._logits(batch, "pebal" in methods, outputs=True)
-                    else:
-                        (logits, pebal_logits), outputs = self._logits(batch, "pebal" in methods), None
-                maps = self._maps(logits, methods, batch, pebal_logits, outputs=outputs)
-            maps["segmentation"] = logits.argmax(1).float()
+            if self.compiled:
+                maps = self._warmup(tuple(batch.shape), lambda: self._batch_maps(batch, methods))
+            else:
+                maps = self._batch_maps(batch, methods)
+            maps = {k: v[:len(part)] for k, v in maps.items()}
             for name, arr in maps_at_size(maps, shape[:2]).items():
                 for j, i in enumerate(part):
                     results[i][name] = arr[j]
         return results  # type: ignore[return-value]
+
+    def _batch_maps(self, batch: torch.Tensor, methods: Sequence[str]) -> dict[str, torch.Tensor]:
+        """The (B, h, w) maps of one batch: the segmenter in its precision region, every score in float32."""
+        with self._region("segmenter"):
+            with self._tap.capture() if self._tap and set(methods) & set(DENSITY_METHODS) else nullcontext():
+                if set(methods) & set(OUTLIER_METHODS):
+                    logits, pebal_logits, outputs = self._logits(batch, "pebal" in methods, outputs=True)
+                else:
+                    (logits, pebal_logits), outputs = self._logits(batch, "pebal" in methods), None
+        logits, pebal_logits, outputs = (t.float() if t is not None else None for t in (logits, pebal_logits, outputs))
+        maps = self._maps(logits, methods, batch, pebal_logits, outputs=outputs)
+        maps["segmentation"] = logits.argmax(1).float()
+        return maps
 
     def __call__(self, images: Sequence[np.ndarray]) -> list[dict[str, np.ndarray]]:
         res = self.run(images, [self.method])

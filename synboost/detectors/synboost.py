@@ -5,7 +5,8 @@
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from contextlib import nullcontext
+from typing import Callable, ContextManager, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -18,22 +19,29 @@ from synboost.tensors import imagenet_denormalize01, imagenet_normalize01, resiz
 
 
 def dissimilarity_inputs(image01: torch.Tensor, labels: torch.Tensor, generator, vgg19, entropy=None,
-                         distance=None, priors: Sequence[str] = ("entropy", "perceptual", "distance")) -> dict:
+                         distance=None, priors: Sequence[str] = ("entropy", "perceptual", "distance"),
+                         regions: Mapping[str, Callable[[], ContextManager]] | None = None) -> dict:
     """Everything the dissimilarity network takes, at the size of ``image01`` (B, 3, H, W) in [0, 1]:
     the resynthesis of ``labels`` (B, H, W train ids; the generator's style comes from the image), both images
     ImageNet-normalised, the one-hot label map, and the prior maps in the order of ``priors`` (entropy and
-    distance given by the caller, the perceptual difference computed here). Shared by training and inference."""
+    distance given by the caller, the perceptual difference computed here). Shared by training and inference.
+    ``regions``: the context (an autocast region) each of ``generator`` and ``vgg`` runs in; what leaves a
+    region is float32."""
     from synboost.detectors.perceptual import perceptual_difference
     from synboost.models.generator import labels_to_onehot, resynthesize
 
+    regions = regions or {}
     size = tuple(image01.shape[-2:])
-    syn01 = resynthesize(generator, labels, image01)
+    with regions.get("generator", nullcontext)():
+        syn01 = resynthesize(generator, labels, image01)
+    syn01 = syn01.float() if regions else syn01
     if tuple(syn01.shape[-2:]) != size:
         syn01 = F.interpolate(syn01, size=size, mode="bilinear", align_corners=False)
     img_n, syn_n = imagenet_normalize01(image01), imagenet_normalize01(syn01)
     maps = {"entropy": entropy, "distance": distance}
     if "perceptual" in priors:
-        maps["perceptual"] = perceptual_difference(vgg19, img_n, syn_n)
+        with regions.get("vgg", nullcontext)():
+            maps["perceptual"] = perceptual_difference(vgg19, img_n, syn_n)
     pri = torch.stack([maps[p] for p in priors], 1).float() if priors else None
     onehot = labels_to_onehot(labels.long(), 19).to(image01.dtype)
     return {"image": img_n, "synthesis": syn_n, "onehot": onehot, "priors": pri, "synthesis01": syn01}
@@ -49,12 +57,15 @@ class SynBoostDetector(PosthocDetector):
 
     def __init__(self, segmenter, generator, dissim, vgg19, size, sml_stats=None, ensemble: bool = True,
                  ensemble_weights=(0.75, 0.25), method: str = "synboost", **kw):
+        compile = kw.pop("compile", False)
         super().__init__(segmenter, "entropy", sml_stats, **kw)
         self._check(method, POSTHOC_METHODS + OUTLIER_METHODS + DENSITY_METHODS + self.EXTRA)
         self.method = method
         self.generator, self.dissim, self.vgg19 = generator, dissim, vgg19
         self.size, self.ensemble, self.weights = tuple(size), ensemble, tuple(ensemble_weights)
         self.set_channels_last(self.channels_last)
+        if compile:
+            self.set_compile()
         from synboost.models.generator import style_encoder_missing
 
         why = style_encoder_missing(generator) if generator is not None else None
@@ -77,8 +88,12 @@ class SynBoostDetector(PosthocDetector):
         image01 = imagenet_denormalize01(batch)
         ent, dist = scores.synboost_entropy(logits), scores.synboost_distance(logits)
         labels, ent, dist, image01 = resize_maps(self.size, logits.argmax(1), (ent, dist), image01)
-        inp = dissimilarity_inputs(image01, labels, self.generator, self.vgg19, ent, dist, self.dissim.priors)
-        p = F.softmax(self.dissim(inp["image"], inp["synthesis"], inp["onehot"], inp["priors"]).float(), 1)[:, 1]
+        regions = {n: (lambda n=n: self._region(n)) for n in ("generator", "vgg")}
+        inp = dissimilarity_inputs(image01, labels, self.generator, self.vgg19, ent, dist, self.dissim.priors,
+                                   regions)
+        with self._region("dissimilarity"):
+            out_d = self.dissim(inp["image"], inp["synthesis"], inp["onehot"], inp["priors"])
+        p = F.softmax(out_d.float(), 1)[:, 1]
         out["dissimilarity"] = p
         out["synboost"] = self.weights[0] * p + self.weights[1] * ent if self.ensemble else p
         return out

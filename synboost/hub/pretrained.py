@@ -2,7 +2,9 @@
 
 torchvision names its weight files after the official URL; we look for that file name in the user-given path or
 in ``$TORCH_HOME/hub/checkpoints/`` (where torchvision and lpips look too). Absent, one line says which file to
-put where, or how to train from scratch explicitly.
+put where, or how to train from scratch explicitly. A user-given ``path`` may also be a ``.safetensors`` file in
+torchvision's key layout (``synboost.hub.checkpoint.load_foreign`` reads both), e.g. a trunk of
+``synboost train backbone``.
 """
 from __future__ import annotations
 

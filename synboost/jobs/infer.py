@@ -5,7 +5,9 @@ the images folder without suffix; subfolders are kept when ``recursive``), ``out
 
 * ``segmentation/<name>.png`` train ids (uint8), ``heatmaps/<name>.png`` (:func:`viz.heatmap`),
   ``overlays/<name>.png`` (:func:`viz.overlay`), then LAST ``maps/<name>.npy`` (float32 anomaly map at the input
-  size; ``maps/<name>.npz`` holding float16 ``anomaly`` with ``float16=True``). With ``formats`` the benchmark
+  size; ``maps/<name>.npz`` holding float16 ``anomaly`` with ``float16=True``). With ``objects``
+  (:class:`synboost.jobs.objects.ObjectSettings`) also ``objects/<name>.json``, the image's list of objects (bbox,
+  area, centroid, mean and max score), whose boxes are drawn on the overlay. With ``formats`` the benchmark
   submission files of :mod:`synboost.submission` are written before the map: ``smiyc``
   (``<submission>/anomaly_p/<method>/<dataset>/<fid>.hdf5``) and ``fishyscapes``
   (``<submission>/<id>_anomaly.npy`` + ``<id>_segmentation.npy``); ``<submission>`` defaults to ``out``. Every file
@@ -43,8 +45,10 @@ from synboost.errors import ConfigError, DataError, ImageReadError, SynboostErro
 from synboost.jobs.submission import Submission, frame_id, guess_smiyc_dataset, parse_formats, write_output
 
 SAVE_OPTIONS = ("npy", "heatmap", "overlay", "segmentation")
-_WRITE_ORDER = ("segmentation", "heatmap", "overlay", "npy")  # the anomaly map last: it marks an image finished
-_FOLDERS = {"segmentation": "segmentation", "heatmap": "heatmaps", "overlay": "overlays", "npy": "maps"}
+#: the anomaly map last: it marks an image finished
+_WRITE_ORDER = ("segmentation", "heatmap", "overlay", "objects", "npy")
+_FOLDERS = {"segmentation": "segmentation", "heatmap": "heatmaps", "overlay": "overlays", "objects": "objects",
+            "npy": "maps"}
 #: what a run writes into its output folder (not inputs when that is the images folder)
 _OURS = re.compile(rf"report(\.rank\d+)?\.json|anomaly_p|.+_(anomaly|segmentation)\.npy|{'|'.join(_FOLDERS.values())}")
 
@@ -56,7 +60,8 @@ def output_paths(out_dir: str | os.PathLike, name: str, save: Iterable[str], flo
                  submission: Submission | None = None) -> dict[str, Path]:
     """The files one image gets, in write order (the anomaly map last); all present = the image is finished."""
     out, save = Path(out_dir), set(save)
-    suffix = {"segmentation": ".png", "heatmap": ".png", "overlay": ".png", "npy": ".npz" if float16 else ".npy"}
+    suffix = {"segmentation": ".png", "heatmap": ".png", "overlay": ".png", "objects": ".json",
+              "npy": ".npz" if float16 else ".npy"}
     paths = {o: out / _FOLDERS[o] / f"{name}{suffix[o]}" for o in _WRITE_ORDER[:-1] if o in save}
     if submission is not None:
         paths.update(submission.paths(name))
@@ -120,15 +125,20 @@ def _prefetch(pool: ThreadPoolExecutor, chunks: Iterable[Sequence[Item]], depth:
         yield pending.popleft().result()
 
 
-def _write(paths: dict[str, Path], image: np.ndarray, result: dict[str, np.ndarray], float16: bool) -> None:
+def _write(paths: dict[str, Path], image: np.ndarray, result: dict[str, np.ndarray], float16: bool,
+           objects=None) -> None:
     anomaly = result["anomaly"]
+    found = objects.find(anomaly) if objects is not None else None
     for opt, path in paths.items():
         if opt == "segmentation":
             write_image(path, np.asarray(result["segmentation"]).astype(np.uint8, copy=False))
         elif opt == "heatmap":
             write_image(path, viz.heatmap(anomaly))
         elif opt == "overlay":
-            write_image(path, viz.overlay(image, anomaly))
+            over = viz.overlay(image, anomaly)
+            write_image(path, over if found is None else viz.draw_objects(over, found))
+        elif opt == "objects":
+            write_json(path, found)
         elif opt != "npy":
             write_output(opt, path, anomaly, result.get("segmentation"))
         elif float16:
@@ -155,6 +165,7 @@ def run_folder(
     method_name: str | None = None,
     dataset_name: str | None = None,
     lock: bool = True,
+    objects=None,
 ) -> dict[str, Any]:
     """Run ``detector`` over every image of ``images_dir``, write the outputs under ``out_dir``, return the report.
 
@@ -166,7 +177,9 @@ def run_folder(
     ``shard=(rank, world)``: this process takes images ``rank, rank + world, ...`` of the sorted list and writes
     ``report.rank<rank>.json``. ``info``: extra JSON-able fields for the report (e.g. the pipeline file).
     ``lock``: hold the output folder's :class:`~synboost.runtime.FolderLock` (rank 0 of a sharded run; False: the
-    caller holds it); a live run already writing there is a one-line error.
+    caller holds it); a live run already writing there is a one-line error. ``objects``: an
+    :class:`~synboost.jobs.objects.ObjectSettings` (threshold, min_area): ``objects/<name>.json`` per image and
+    boxes on the overlays; resuming a folder whose report names other object settings is a one-line error.
     """
     save = tuple(s.strip() for s in save.split(",") if s.strip() and s.strip() != "none") if isinstance(save, str) \
         else tuple(save)
@@ -181,10 +194,27 @@ def run_folder(
                             dataset_name or guess_smiyc_dataset(images_dir))
     items, ignored, hidden = _list(images_dir, recursive, out, target)
     shard = resolve_shard(shard)
+    if objects is not None:
+        save = tuple(s for s in save if s != "objects") + ("objects",)
+        info = {**(info or {}), "objects": objects.as_dict()}
+        if resume:
+            _same_objects(out, objects)
     with _folder_lock(out, lock and (shard is None or shard[0] == 0)):
         return _run(detector, items, ignored, hidden, images_dir=images_dir, out=out, shard=shard, target=target,
                     resume=resume, save=save, float16=float16, progress=progress, report_every=report_every,
-                    info=info, formats=formats)
+                    info=info, formats=formats, objects=objects)
+
+
+def _same_objects(out: Path, objects) -> None:
+    """Resuming with objects: an earlier report of this folder must name the same threshold and sizes."""
+    want = {k: v for k, v in objects.as_dict().items() if k != "source"}
+    for f in [out / "report.json", *sorted(out.glob("report.rank*.json"))]:
+        with contextlib.suppress(OSError, ValueError):
+            had = json.loads(f.read_text()).get("objects")
+            if had and {k: had.get(k) for k in want} != want:
+                raise ConfigError(f"{out}: its objects were found with {had.get('threshold')} / min area "
+                                  f"{had.get('min_area')} ({f.name}), not {want['threshold']} / {want['min_area']}; "
+                                  "use the same threshold, or --fresh to redo every image")
 
 
 def _folder_lock(out: Path, hold: bool):
@@ -197,7 +227,7 @@ def _folder_lock(out: Path, hold: bool):
 
 
 def _run(detector, items: list[Item], ignored: list[dict[str, str]], hidden: int, *, images_dir: Path, out: Path,
-         shard, target, resume, save, float16, progress, report_every, info, formats) -> dict[str, Any]:
+         shard, target, resume, save, float16, progress, report_every, info, formats, objects=None) -> dict[str, Any]:
     first: dict[str, Path] = {}
     first_id: dict[str, Path] = {}  # submission files are named by the benchmark id (the file stem)
     for name, path in items:  # over the whole listing, so that every rank agrees on duplicates
@@ -271,7 +301,7 @@ def _run(detector, items: list[Item], ignored: list[dict[str, str]], hidden: int
                 raise RuntimeError(f"{path}: detector gave a {res['anomaly'].shape} anomaly map for a "
                                    f"{im.shape[:2]} image; maps must have the input size")
             jobs.append((output_paths(out, name, save, float16, target), im, res))
-        fut = writers.submit(lambda: [_write(p, im, r, float16) for p, im, r in jobs])
+        fut = writers.submit(lambda: [_write(p, im, r, float16, objects) for p, im, r in jobs])
         writes.append(([name for name, _, _ in batch], fut))
         settle(2)
 

@@ -9,7 +9,9 @@
 
 The modules are built with random weights (torchvision's ``make_layers`` + torchvision's VGG init, without the
 102M-parameter classifier); ``load_imagenet_vgg`` maps torchvision's ImageNet file (``features.N.*``) onto them
-through ``synboost.hub`` from a local file only.
+through ``synboost.hub`` from a local file only. The same path takes a ``.safetensors`` file in that layout, such
+as the trunks ``synboost train backbone`` pretrains on a world without ImageNet weights (``vgg16-world.safetensors``):
+``full_features`` / ``stage_outputs`` / ``torchvision_feature_keys`` describe the whole ``features`` it trains.
 """
 from __future__ import annotations
 
@@ -28,6 +30,8 @@ VGG19_SLICES = ((0, 2), (2, 7), (7, 12), (12, 21), (21, 30))
 VGG16_LAYERS = ((0, 4), (4, 9), (9, 16), (16, 23))
 _CFG = {16: "D", 19: "E"}
 _WEIGHTS = {16: VGG16_Weights.IMAGENET1K_V1, 19: VGG19_Weights.IMAGENET1K_V1}
+#: the metadata kind of a trunk file written by `synboost train backbone` (torchvision's ``features.N.*`` keys)
+TRUNK_KIND = "vgg_trunk"
 
 
 def vgg_features(depth: int, end: int, width: float = 1.0) -> nn.Sequential:
@@ -40,6 +44,31 @@ def vgg_features(depth: int, end: int, width: float = 1.0) -> nn.Sequential:
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             nn.init.constant_(m.bias, 0)
     return feats
+
+
+def full_features(depth: int) -> nn.Sequential:
+    """The whole of torchvision's ``vgg{depth}().features`` (13 / 16 convs, last max-pool included), initialised
+    as torchvision does; its ``state_dict`` with the prefix ``features.`` is torchvision's key layout."""
+    return vgg_features(depth, len(make_layers(cfgs[_CFG[depth]], batch_norm=False)))
+
+
+def stage_outputs(depth: int) -> tuple[int, ...]:
+    """Indices into ``full_features(depth)`` of the last ReLU of each of the five blocks (relu1_2, relu2_2,
+    relu3_3 / 3_4, relu4_3 / 4_4, relu5_3 / 5_4; strides 1 .. 16): the outputs a head reads so that every conv
+    gets a gradient."""
+    out, i = [], 0
+    for v in cfgs[_CFG[depth]]:
+        if v == "M":
+            out.append(i - 1)
+            i += 1
+        else:
+            i += 2  # conv, relu
+    return tuple(out)
+
+
+def torchvision_feature_keys(depth: int) -> dict[str, tuple[int, ...]]:
+    """key -> shape of torchvision's ``vgg{depth}().features`` state dict, with the ``features.`` prefix."""
+    return {f"features.{k}": tuple(v.shape) for k, v in full_features(depth).state_dict().items()}
 
 
 class _Pyramid(nn.Module):
@@ -120,13 +149,36 @@ def load_imagenet_vgg(module: _Pyramid, depth: int | None = None, path: str | os
     if depth != module.depth:
         raise ValueError(f"{type(module).__name__} is a VGG{module.depth} pyramid, not VGG{depth}")
     file = find_weights(_WEIGHTS[depth].url, path, f"ImageNet VGG{depth} weights", disable_hint)
+    _check_trunk_meta(file, depth)
     sd = load_foreign(file)
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
     mapping = module.torchvision_keys()
     missing = [src for src in mapping.values() if src not in sd]
     if missing:
-        raise CheckpointError(f"{file}: lacks {len(missing)} VGG{depth} feature keys (e.g. {missing[:3]}); "
-                              "is it torchvision's VGG file?")
+        raise CheckpointError(f"{file}: lacks {len(missing)} VGG{depth} feature keys (e.g. {missing[:3]}); give "
+                              f"torchvision's {_tv_file(depth)} or a vgg{depth}-*.safetensors of `synboost train "
+                              "backbone`")
     load_into(module, {own: sd[src] for own, src in mapping.items()}, str(file))
     return module
+
+
+def _check_trunk_meta(file, depth: int) -> None:
+    """A synboost checkpoint given as a VGG file must be a VGG{depth} trunk (one line naming what it is instead);
+    other files (torchvision's ``.pth``, foreign safetensors) are judged by their keys."""
+    if str(file).endswith(".safetensors"):
+        from synboost.hub.checkpoint import read_meta
+
+        try:
+            meta = read_meta(file)
+        except CheckpointError:  # a safetensors file without our metadata: its keys decide
+            return
+        if meta.get("kind") != TRUNK_KIND or int(meta.get("depth", 0)) != depth:
+            what = (f"a VGG{meta.get('depth')} trunk" if meta.get("kind") == TRUNK_KIND
+                    else f"a '{meta.get('kind')}' checkpoint")
+            raise CheckpointError(f"{file}: is {what}, not VGG{depth} weights; give a vgg{depth}-*.safetensors of "
+                                  f"`synboost train backbone` or torchvision's {_tv_file(depth)}")
+
+
+def _tv_file(depth: int) -> str:
+    return _WEIGHTS[depth].url.rsplit("/", 1)[-1]

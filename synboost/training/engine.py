@@ -14,6 +14,7 @@ everything else:
   an index naming both by hash, one unit: :mod:`synboost.training.snapshot`); ``resume`` continues from ``last``;
 * one run per output folder (:class:`synboost.runtime.FolderLock`, held by rank 0 for the whole fit);
 * logs: ``train_log.jsonl`` (one JSON object per logged step and per epoch), a progress bar with loss and ETA;
+  ``logger="tensorboard"`` adds TensorBoard (scalars, validation, sample grids: :mod:`synboost.training.loggers`);
 * the resolved config beside the outputs.
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ import json
 import math
 import os
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +40,9 @@ from synboost.data.io import write_json
 from synboost.detectors.components import save_component
 from synboost.errors import SynboostError
 from synboost.hub.checkpoint import load_into, load_model, load_state, read_meta
-from synboost.runtime import FolderLock, dist_info, pick_device
+from synboost.runtime import FolderLock, cpu_bf16_supported, dist_info, pick_device
 from synboost.training import snapshot
+from synboost.training.loggers import TensorBoardLogger, resolve_loggers
 
 
 class Task:
@@ -125,19 +128,6 @@ class SeededDataset(Dataset):
         return len(self.items)
 
 
-def cpu_bf16_supported() -> bool:
-    """Whether this CPU has bf16 arithmetic units (x86 AVX512-BF16 or AMX-BF16, Arm BF16), as torch detects
-    them; False when torch cannot tell. Never assumed from the architecture alone."""
-    caps = getattr(torch.cpu, "get_capabilities", None)
-    if caps is None:
-        return False
-    try:
-        found = caps()
-    except Exception:  # an unknown CPU or an old build
-        return False
-    return any(v is True and k.lower().endswith("bf16") for k, v in found.items())
-
-
 def _each(x) -> list:
     return [] if x is None else list(x.values()) if isinstance(x, dict) else [x]
 
@@ -171,16 +161,21 @@ def _plateau(sc) -> bool:
 class Engine:
     """Runs a :class:`Task`: ``fit()`` = ``setup`` + (``train_epoch`` + ``validate_and_save``) per epoch + the
     summary and the task's end hook, all under the folder lock. ``cpu_amp``: bf16 autocast on the CPU too (when
-    ``loop.amp`` and :func:`cpu_bf16_supported`); off by default, so the CPU numbers are float32's."""
+    ``loop.amp`` and :func:`cpu_bf16_supported`); off by default, so the CPU numbers are float32's. ``logger``:
+    ``"tensorboard"`` also logs to TensorBoard (default: ``loop.logger`` if the loop config has it, else
+    ``$SYNBOOST_LOGGER``; see :func:`synboost.training.loggers.resolve_loggers`); ``train_log.jsonl`` is always
+    written."""
 
     def __init__(self, task: Task, loop: LoopConfig, out_dir: str | os.PathLike, config: Any = None,
-                 progress: bool = True, cpu_amp: bool = False):
+                 progress: bool = True, cpu_amp: bool = False, logger: str | None = None):
         self.task, self.loop, self.out = task, loop, Path(out_dir)
         self.config = config
         self.progress = progress
         self.world, self.rank, self.local_rank = dist_info()
         self.device = pick_device(loop.device, self.local_rank)
         self.log_path = self.out / "train_log.jsonl"
+        self.loggers = resolve_loggers(logger, loop)
+        self._tensorboard = None
         self.amp_device = self._amp_device(cpu_amp)
         self.best_val: dict = {}
         self.val: dict = {}
@@ -205,9 +200,20 @@ class Engine:
         return "cpu" if cpu_amp and self.device.type == "cpu" and cpu_bf16_supported() else None
 
     def _log(self, record: dict) -> None:
-        if self.is_main:
-            with open(self.log_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
+        """Rank 0: one step record (it has ``step``, the step of the epoch; ``global_step`` is added) or epoch
+        record, to ``train_log.jsonl`` and to the other loggers."""
+        if not self.is_main:
+            return
+        if "step" in record:
+            record = {**record, "global_step": (record["epoch"] - 1) * self.steps + record["step"]}
+        with open(self.log_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if "tensorboard" in self.loggers:
+            if self._tensorboard is None:  # after setup: the resumed epoch is known
+                self._tensorboard = TensorBoardLogger(self.out / "tensorboard", self.start * self.steps + 1,
+                                                      self.out / "samples")
+                weakref.finalize(self, self._tensorboard.close)
+            self._tensorboard.log(record, record.get("global_step", record["epoch"] * self.steps))
 
     def _barrier(self) -> None:
         if self.world > 1:

@@ -14,7 +14,9 @@ from synboost.training.engine import Engine, Task
 def run_stage(task: Task, cfg: Any, resume: bool = False, progress: bool = True, **engine: Any) -> dict:
     """Train ``task`` with ``cfg.train`` into ``cfg.out`` (the resolved ``cfg`` saved beside the outputs) and
     return the run's summary: rank 0 of a finished run has also written the stage's products (the task's
-    ``on_fit_end``). ``engine``: more keywords of :class:`Engine` (``cpu_amp``)."""
+    ``on_fit_end``). ``engine``: more keywords of :class:`Engine`; ``cpu_amp`` defaults to ``cfg.train.amp_cpu``
+    (bf16 autocast on a CPU with bf16 units, when ``cfg.train.amp``)."""
+    engine.setdefault("cpu_amp", bool(getattr(cfg.train, "amp_cpu", False)))
     return Engine(task, cfg.train, cfg.out, config=cfg, progress=progress, **engine).fit(resume=resume)
 
 

@@ -1,0 +1,160 @@
+"""Per-network precision: bf16 on a CPU with bf16 units ranks pixels as fp32 does, the segmenter kept in fp32
+keeps fp32's labels exactly, a CPU without bf16 units runs fp32 after one line, torch.compile agrees with eager,
+and the training loop's amp_cpu reaches the engine."""
+import numpy as np
+import pytest
+import torch
+
+from conftest import synboost_pipe
+from synboost import runtime
+from synboost.detectors.precision import NETWORKS, parse_precision, resolve_precision
+from synboost.errors import ConfigError
+from synboost.jobs.export import spearman
+from synboost.metrics.pixel import pixel_metrics
+
+bf16_cpu = pytest.mark.skipif(not runtime.cpu_bf16_supported(), reason="this CPU has no bf16 units")
+
+
+def scenes(n=3):
+    from synboost.data.synthetic import generate_scene
+
+    return [generate_scene(100 + i, 64, 128, n_ood=1).image for i in range(n)]
+
+
+def stack(res, key):
+    return np.stack([r[key] for r in res])
+
+
+def top_pixel_ap(ref: np.ndarray, got: np.ndarray, share: float = 0.05) -> float:
+    """AP of ``got`` at finding the ``share`` most anomalous pixels of ``ref`` (the ranking that matters)."""
+    positives = ref >= np.quantile(ref, 1 - share)
+    return pixel_metrics(got.ravel(), positives.ravel().astype(np.uint8)).ap
+
+
+def test_precision_spellings():
+    assert parse_precision("auto") is None and parse_precision("") is None
+    assert parse_precision("bf16") == {n: "bf16" for n in NETWORKS}
+    assert parse_precision("mixed") == {"segmenter": "fp32", "generator": "bf16", "vgg": "bf16",
+                                        "dissimilarity": "bf16"}
+    assert parse_precision("generator:bf16, dissimilarity=bfloat16") == {
+        "segmenter": "fp32", "generator": "bf16", "vgg": "fp32", "dissimilarity": "bf16"}
+    assert parse_precision({"vgg": "bf16"})["vgg"] == "bf16"
+    for bad, word in (("fp16", "fp16"), ("decoder:bf16", "decoder"), ("generator:int8", "int8")):
+        with pytest.raises(ConfigError, match=f"defaults.precision.*{word}") as e:
+            parse_precision(bad)
+        assert "\n" not in str(e.value)
+    # auto is today's default: fp32 on the CPU, bf16 on CUDA when amp
+    assert resolve_precision("auto", "cpu", amp=True) == {n: "fp32" for n in NETWORKS}
+    assert resolve_precision("auto", "cuda", amp=True) == {n: "bf16" for n in NETWORKS}
+    assert resolve_precision("auto", "cuda", amp=False) == {n: "fp32" for n in NETWORKS}
+
+
+def test_default_stays_fp32_on_the_cpu(stages, tmp_path):
+    det = synboost_pipe(stages, tmp_path)
+    assert det.precision == {n: "fp32" for n in NETWORKS}
+    assert not torch.is_autocast_enabled("cpu")
+
+
+@bf16_cpu
+def test_bf16_on_the_cpu_ranks_like_fp32(stages, tmp_path):
+    """bf16 of every network (channels_last, the fast layout for the bf16 units): the anomaly maps rank pixels as
+    fp32 does, within a ranking tolerance; the maps themselves move (bf16 really ran) and stay float32."""
+    images = scenes()
+    ref = synboost_pipe(stages, tmp_path).score_all(images)
+    det = synboost_pipe(stages, tmp_path, precision="bf16", channels_last=True)
+    assert det.precision == {n: "bf16" for n in NETWORKS}
+    got = det.score_all(images)
+    a, b = stack(ref, "synboost"), stack(got, "synboost")
+    assert b.dtype == np.float32 and not np.array_equal(a, b)
+    assert spearman(torch.from_numpy(a), torch.from_numpy(b)) > 0.85
+    assert top_pixel_ap(a, b) > 0.6
+    assert (stack(ref, "segmentation") == stack(got, "segmentation")).mean() > 0.98
+    assert spearman(torch.from_numpy(stack(ref, "entropy")), torch.from_numpy(stack(got, "entropy"))) > 0.98
+
+
+@bf16_cpu
+def test_mixed_keeps_the_segmenter_in_fp32(stages, tmp_path):
+    """mixed: the segmenter's outputs (labels, entropy, every post-hoc score) equal fp32's exactly; only the
+    resynthesis, perceptual and dissimilarity stages run in bf16."""
+    images = scenes()
+    ref = synboost_pipe(stages, tmp_path).score_all(images)
+    got = synboost_pipe(stages, tmp_path, precision="mixed").score_all(images)
+    for key in ("segmentation", "entropy", "msp", "energy"):
+        np.testing.assert_array_equal(stack(got, key), stack(ref, key), err_msg=key)
+    a, b = stack(ref, "synboost"), stack(got, "synboost")
+    assert not np.array_equal(a, b)
+    assert spearman(torch.from_numpy(a), torch.from_numpy(b)) > 0.85 and top_pixel_ap(a, b) > 0.6
+
+
+def test_no_bf16_unit_falls_back_to_fp32_with_one_line(stages, tmp_path, monkeypatch, capsys):
+    """A CPU without bf16 units: precision bf16 says so once and runs fp32, so the maps equal fp32's exactly."""
+    images = scenes(2)
+    ref = synboost_pipe(stages, tmp_path).score_all(images)
+    capsys.readouterr()
+    monkeypatch.setattr(runtime, "cpu_bf16_supported", lambda: False)
+    det = synboost_pipe(stages, tmp_path, precision="bf16", channels_last=False)
+    err = capsys.readouterr().err
+    notes = [line for line in err.splitlines() if "bf16" in line]
+    assert len(notes) == 1 and "no bf16 units" in notes[0] and "fp32" in notes[0], err
+    assert det.precision == {n: "fp32" for n in NETWORKS}
+    got = det.score_all(images)
+    assert "bf16" not in capsys.readouterr().err  # once, at build time, not per call
+    for key in ref[0]:
+        np.testing.assert_array_equal(stack(got, key), stack(ref, key), err_msg=key)
+
+
+def test_load_pipeline_precision_overrides_the_file(stages, tmp_path, monkeypatch):
+    monkeypatch.setattr(runtime, "cpu_bf16_supported", lambda: True)
+    det = synboost_pipe(stages, tmp_path, precision="mixed")
+    assert det.precision["segmenter"] == "fp32" and det.precision["dissimilarity"] == "bf16"
+    from synboost.detectors.pipeline import load_pipeline
+
+    det = load_pipeline(tmp_path / "p.yaml", precision="fp32")
+    assert det.precision == {n: "fp32" for n in NETWORKS}
+    with pytest.raises(ConfigError, match="defaults.precision"):
+        load_pipeline(tmp_path / "p.yaml", ["precision=half"])
+
+
+@pytest.mark.slow
+def test_compiled_agrees_with_eager(stages, tmp_path, capsys):
+    """compile: true (inductor, static shapes): 3 images at batch 2 (the last batch padded to the compiled
+    shape) give eager's maps within float rounding; the first batch prints its compile time once."""
+    images = scenes(3)
+    ref = synboost_pipe(stages, tmp_path, batch_size=2).score_all(images)
+    capsys.readouterr()
+    det = synboost_pipe(stages, tmp_path, batch_size=2, compile=True)
+    got = det.score_all(images)
+    err = capsys.readouterr().err
+    assert err.count("note: torch.compile: the first batch of shape 2x3x64x128") == 1, err
+    assert [r["synboost"].shape for r in got] == [(64, 128)] * 3
+    for key in ("synboost", "entropy"):
+        a, b = stack(ref, key), stack(got, key)
+        assert spearman(torch.from_numpy(a), torch.from_numpy(b)) > 0.999, key
+        np.testing.assert_allclose(b, a, atol=1e-3, err_msg=key)
+    assert (stack(ref, "segmentation") == stack(got, "segmentation")).mean() > 0.999
+
+
+def test_amp_cpu_reaches_the_engine(monkeypatch):
+    """LoopConfig.amp_cpu is what run_stage gives Engine(cpu_amp=...) (off by default); an explicit keyword wins."""
+    from synboost.config import LoopConfig
+    from synboost.training import stage
+
+    seen = []
+
+    class FakeEngine:
+        def __init__(self, task, loop, out, config=None, progress=True, cpu_amp=False):
+            seen.append(cpu_amp)
+
+        def fit(self, resume=False):
+            return {}
+
+    class Cfg:
+        def __init__(self, loop):
+            self.train, self.out = loop, "unused"
+
+    monkeypatch.setattr(stage, "Engine", FakeEngine)
+    assert LoopConfig().amp_cpu is False
+    stage.run_stage(None, Cfg(LoopConfig()))
+    stage.run_stage(None, Cfg(LoopConfig(amp_cpu=True)))
+    stage.run_stage(None, Cfg(LoopConfig(amp_cpu=True)), cpu_amp=False)
+    assert seen == [False, True, False]
