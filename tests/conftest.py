@@ -42,7 +42,7 @@ def stages(tmp_path_factory):
     pipeline tests and the CUDA tests)."""
     import torch
 
-    from synboost.config import DissimModelConfig, SegModelConfig, SynModelConfig
+    from synboost.config import DissimModelConfig, SegModelConfig, SynthesisModelConfig
     from synboost.detectors.components import build_dissimilarity, build_generator, save_component
     from synboost.models import create_model
 
@@ -51,7 +51,7 @@ def stages(tmp_path_factory):
     sm = SegModelConfig(backbone="tiny", pretrained=False, aspp_dim=16, decoder_dim=16, width=8)
     seg = create_model("deeplabv3plus", backbone="tiny", aspp_dim=16, decoder_dim=16, width=8)
     save_component(d / "seg.safetensors", seg, "segmenter", sm)
-    gm = SynModelConfig(ngf=8, num_upsampling=4, z_dim=16, nef=8, encoder_size=128, spade_hidden=16)
+    gm = SynthesisModelConfig(ngf=8, num_upsampling=4, z_dim=16, nef=8, encoder_size=128, spade_hidden=16)
     gen = build_generator(gm, [32, 64])
     save_component(d / "gen.safetensors", gen, "generator", gm, size=[32, 64])
     dm = DissimModelConfig(width=0.125, vgg_pretrained=False)
@@ -92,3 +92,24 @@ def logged_steps(out) -> list[int]:
 
     rows = [json.loads(x) for x in (Path(out) / "train_log.jsonl").read_text().splitlines()]
     return [x["step"] for x in rows if "step" in x]
+
+
+#: test modules that train stages (or run the demo, the ablation, the comparison table, torchrun): `slow`
+SLOW_MODULES = ("test_demo", "test_ablation", "test_compare", "test_inference_torchrun", "test_training_")
+#: the training engine's own test trains a ten-line toy task in seconds: it stays in the fast lane
+FAST_MODULES = ("test_training_engine",)
+#: fixtures that train a stage for real
+TRAINING_FIXTURES = ("tiny_segmenter",)
+#: other single tests that train a stage or time a whole benchmark
+SLOW_TESTS = ("test_a_moved_trained_run_infers_from_another_working_directory",
+              "test_bench_pipeline_quick_writes_every_variant")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark as ``slow`` the tests that train stages: ``make test-fast`` (``-m "not slow"``) runs the rest."""
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+        slow_module = module.startswith(SLOW_MODULES) and module not in FAST_MODULES
+        trains = any(f in getattr(item, "fixturenames", ()) for f in TRAINING_FIXTURES)
+        if slow_module or trains or getattr(item, "originalname", "") in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)

@@ -73,11 +73,11 @@ def test_infer_and_eval_with_a_segmenter_checkpoint(tiny_world, tmp_path, capsys
 def test_resynthesize_and_mc_dropout(tiny_world, tmp_path):
     import torch
 
-    from synboost.config import SynModelConfig
+    from synboost.config import SynthesisModelConfig
     from synboost.detectors.components import build_generator, save_component
     from synboost.detectors.posthoc import PosthocDetector
 
-    m = SynModelConfig(ngf=8, num_upsampling=4, z_dim=16, nef=8, encoder_size=128, spade_hidden=16)
+    m = SynthesisModelConfig(ngf=8, num_upsampling=4, z_dim=16, nef=8, encoder_size=128, spade_hidden=16)
     gen = build_generator(m, [32, 64])
     ckpt = save_component(tmp_path / "g.safetensors", gen, "generator", m, size=[32, 64])
     labels = tiny_world / "anomaly/test/semantic"

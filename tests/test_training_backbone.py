@@ -179,11 +179,11 @@ def test_torchvision_takes_the_file(tmp_path, depth):
 
 
 def test_synthesis_vgg_loss_takes_the_file(tmp_path):
-    from synboost.config import SynDataConfig, SynModelConfig, SynthesisConfig
+    from synboost.config import SynthesisConfig, SynthesisDataConfig, SynthesisModelConfig
     from synboost.training.synthesis import SynthesisTask
 
     path = _trunk_file(tmp_path, 19)
-    cfg = SynthesisConfig(model=SynModelConfig(ngf=8, num_upsampling=4), data=SynDataConfig(size=[64, 128]),
+    cfg = SynthesisConfig(model=SynthesisModelConfig(ngf=8, num_upsampling=4), data=SynthesisDataConfig(size=[64, 128]),
                           vgg_pretrained=True, vgg_path=str(path))
     vgg = SynthesisTask(cfg)._vgg(torch.device("cpu"))
     _assert_holds(vgg, vgg.torchvision_keys(), load_file(str(path)))

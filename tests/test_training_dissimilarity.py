@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from conftest import logged_steps, torchrun_cli
-from synboost.config import SynModelConfig
+from synboost.config import SynthesisModelConfig
 from synboost.detectors.components import build_generator, save_component
 from synboost.hub.checkpoint import load_model
 
@@ -13,7 +13,7 @@ from synboost.hub.checkpoint import load_model
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
 def test_ddp_two_cpu_processes(tiny_world, tiny_segmenter, tmp_path):
     torch.manual_seed(0)
-    gm = SynModelConfig(ngf=8, num_upsampling=4, z_dim=16, nef=8, encoder_size=128, spade_hidden=16)
+    gm = SynthesisModelConfig(ngf=8, num_upsampling=4, z_dim=16, nef=8, encoder_size=128, spade_hidden=16)
     gen = build_generator(gm, [32, 64])
     save_component(tmp_path / "gen.safetensors", gen, "generator", gm, size=[32, 64])
     out = tmp_path / "ddp"

@@ -115,13 +115,13 @@ def _official_size_stages(dev, dis_size=(256, 512), seg_backbone="resnet101", wi
     """Random-initialised stages at the official sizes: a DeepLabV3+ (``wrn38``: the official WideResNet-38 OS8;
     ``resnet101`` OS8 as a lighter stand-in), the SPADE generator (ngf 64, VAE, 6 up-samplings) and the
     full-width dissimilarity network at ``dis_size``, VGG19 for the perceptual difference."""
-    from synboost.config import DissimModelConfig, SynModelConfig
+    from synboost.config import DissimModelConfig, SynthesisModelConfig
     from synboost.detectors.components import build_dissimilarity, build_generator
     from synboost.detectors.synboost import SynBoostDetector
     from synboost.models.vgg import VGG19Pyramid
 
     seg = create_seg(seg_backbone).to(dev).eval()
-    gen = build_generator(SynModelConfig(num_upsampling=6), dis_size).to(dev).eval()
+    gen = build_generator(SynthesisModelConfig(num_upsampling=6), dis_size).to(dev).eval()
     dis = build_dissimilarity(DissimModelConfig(width=width, vgg_pretrained=False)).to(dev).eval()
     vgg = VGG19Pyramid().to(dev).eval()
     return SynBoostDetector(seg, gen, dis, vgg, dis_size, device=dev)
@@ -345,7 +345,7 @@ def run_pipeline_benchmark(out_json: str | None = None, quick: bool = False, dev
 def run_synthesis_benchmark(out_json: str | None = None, quick: bool = False, device: str = "auto") -> list[dict]:
     """Resynthesis images/s of the official-size SPADE generator (ngf 64, VAE, 6 up-samplings) at 256x512 and
     512x1024, and of the official CC-FPSE generator at its 256x512: fp32, and bf16 / channels_last on CUDA."""
-    from synboost.config import SynModelConfig
+    from synboost.config import SynthesisModelConfig
     from synboost.detectors.components import build_ccfpse, build_generator
     from synboost.models.generator import resynthesize
     from synboost.runtime import pick_device
@@ -358,7 +358,7 @@ def run_synthesis_benchmark(out_json: str | None = None, quick: bool = False, de
     rows = []
     for arch, size in plans:
         if arch == "spade":
-            gen = build_generator(SynModelConfig(ngf=16 if quick else 64, num_upsampling=4 if quick else 6),
+            gen = build_generator(SynthesisModelConfig(ngf=16 if quick else 64, num_upsampling=4 if quick else 6),
                                   size).to(dev).eval()
         else:
             gen = build_ccfpse(out_size=size).to(dev).eval()

@@ -42,9 +42,9 @@ from synboost.config.stages import (
     SegDataConfig,
     SegmentationConfig,
     SegModelConfig,
-    SynDataConfig,
-    SynModelConfig,
     SynthesisConfig,
+    SynthesisDataConfig,
+    SynthesisModelConfig,
     SyntheticWorldConfig,
 )
 
@@ -78,8 +78,8 @@ __all__ = [
     "SegDataConfig",
     "SegModelConfig",
     "SegmentationConfig",
-    "SynDataConfig",
-    "SynModelConfig",
+    "SynthesisDataConfig",
+    "SynthesisModelConfig",
     "SynthesisConfig",
     "SyntheticWorldConfig",
     "from_dict",
@@ -88,3 +88,7 @@ __all__ = [
     "save_config",
     "to_dict",
 ]
+
+#: the names of version 0.1 (``Syn...`` read as "synthetic" beside :class:`SyntheticWorldConfig`)
+SynModelConfig = SynthesisModelConfig
+SynDataConfig = SynthesisDataConfig

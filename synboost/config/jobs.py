@@ -20,9 +20,9 @@ from synboost.config.stages import (
     SegDataConfig,
     SegmentationConfig,
     SegModelConfig,
-    SynDataConfig,
-    SynModelConfig,
     SynthesisConfig,
+    SynthesisDataConfig,
+    SynthesisModelConfig,
     SyntheticWorldConfig,
 )
 
@@ -123,9 +123,9 @@ class DemoConfig:
     ))
     synthesis: SynthesisConfig = dataclasses.field(default_factory=lambda: SynthesisConfig(
         out="runs/demo/synthesis",
-        model=SynModelConfig(ngf=16, num_upsampling=4, z_dim=64, nef=16, encoder_size=128, ndf=32, n_layers_d=3,
+        model=SynthesisModelConfig(ngf=16, num_upsampling=4, z_dim=64, nef=16, encoder_size=128, ndf=32, n_layers_d=3,
                              spade_hidden=32),
-        data=SynDataConfig(size=[64, 128]),
+        data=SynthesisDataConfig(size=[64, 128]),
         train=LoopConfig(epochs=4, batch_size=4, lr=4e-4, weight_decay=0.0, workers=0, log_every=10),
         lambda_vgg=0.0, lambda_l1=30.0, lambda_kld=0.005, vgg_pretrained=False, sample_every=100, val_images=16,
     ))

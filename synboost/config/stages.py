@@ -86,7 +86,7 @@ class SegmentationConfig:
 
 
 @dataclasses.dataclass
-class SynModelConfig:
+class SynthesisModelConfig:
     """The synthesis model: the SPADE generator (width, upsamplings, VAE style encoder) and its discriminator."""
     ngf: int = 64
     num_upsampling: int = 5  #: coarse grid = size / 2**n (SPADE: 5 "normal", 6 "more" as the official 256x512)
@@ -103,7 +103,7 @@ class SynModelConfig:
 
 
 @dataclasses.dataclass
-class SynDataConfig:
+class SynthesisDataConfig:
     """The synthesis stage's data: dataset specs and the generator's resolution."""
     train: str = "cityscapes:data/cityscapes@train"
     val: str = "cityscapes:data/cityscapes@val"
@@ -116,8 +116,8 @@ class SynthesisConfig:
     """``synboost train synthesis``: a SPADE generator that redraws the scene from the label map."""
 
     out: str = "runs/synthesis"
-    model: SynModelConfig = dataclasses.field(default_factory=SynModelConfig)
-    data: SynDataConfig = dataclasses.field(default_factory=SynDataConfig)
+    model: SynthesisModelConfig = dataclasses.field(default_factory=SynthesisModelConfig)
+    data: SynthesisDataConfig = dataclasses.field(default_factory=SynthesisDataConfig)
     train: LoopConfig = dataclasses.field(default_factory=lambda: LoopConfig(lr=2e-4, batch_size=4, weight_decay=0.0))
     beta1: float = 0.0
     beta2: float = 0.9

@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping
 import torch
 
 from synboost import scores
-from synboost.config import DissimModelConfig, SegModelConfig, SynModelConfig, from_dict, to_dict
+from synboost.config import DissimModelConfig, SegModelConfig, SynthesisModelConfig, from_dict, to_dict
 from synboost.data.labels import CLASS_NAMES
 from synboost.errors import CheckpointError, ConfigError
 from synboost.hub.checkpoint import load_into, load_model, read_meta, save_model
@@ -88,8 +88,8 @@ def _build_density(meta: Mapping[str, Any]) -> torch.nn.Module:
                          meta["knn_backend"])
 
 
-def build_generator(m: SynModelConfig, size) -> torch.nn.Module:
-    """The SPADE generator of a :class:`SynModelConfig` at output ``size`` (H, W)."""
+def build_generator(m: SynthesisModelConfig, size) -> torch.nn.Module:
+    """The SPADE generator of a :class:`SynthesisModelConfig` at output ``size`` (H, W)."""
     return create_model("spade_generator", label_nc=19, ngf=m.ngf, num_upsampling=m.num_upsampling, z_dim=m.z_dim,
                         use_vae=m.use_vae, edge_channel=m.edge_channel, out_size=tuple(size), nef=m.nef,
                         encoder_size=m.encoder_size, spectral=m.spectral, spade_hidden=m.spade_hidden)
@@ -114,7 +114,7 @@ def _build_any_generator(meta: Mapping[str, Any]) -> torch.nn.Module:
     if arch == "ccfpse":  # the official SynBoost synthesis net (synboost.importers.ccfpse.import_ccfpse)
         return build_ccfpse(**meta["model"], out_size=tuple(meta["size"]))
     if arch == "spade":
-        return build_generator(from_dict(SynModelConfig, meta["model"]), meta["size"])
+        return build_generator(from_dict(SynthesisModelConfig, meta["model"]), meta["size"])
     raise ValueError(f"unknown generator architecture '{arch}' (known: spade, ccfpse)")
 
 
@@ -151,7 +151,7 @@ COMPONENT_KINDS: dict[str, ComponentKind] = {
         DissimModelConfig, lambda m: build_dissimilarity(from_dict(DissimModelConfig, m["model"])),
         "synboost train dissimilarity"),
     "density": ComponentKind(None, _build_density, "synboost fit density"),
-    "synthesis": ComponentKind(SynModelConfig, None, "synboost train synthesis (its generator + discriminator)"),
+    "synthesis": ComponentKind(SynthesisModelConfig, None, "synboost train synthesis (its generator + discriminator)"),
     "backbone": ComponentKind(None, None, "synboost train backbone (VGG trunks + their training head)"),
 }
 
