@@ -100,9 +100,15 @@ SLOW_MODULES = ("test_demo", "test_ablation", "test_compare", "test_inference_to
 FAST_MODULES = ("test_training_engine",)
 #: fixtures that train a stage for real
 TRAINING_FIXTURES = ("tiny_segmenter",)
-#: other single tests that train a stage or time a whole benchmark
+#: other single tests that train a stage, time a whole benchmark, export every network, start a browser or
+#: build the official-size networks in fresh processes (each over ~5 s)
 SLOW_TESTS = ("test_a_moved_trained_run_infers_from_another_working_directory",
-              "test_bench_pipeline_quick_writes_every_variant")
+              "test_bench_pipeline_quick_writes_every_variant",
+              "test_every_network_runs_in_onnxruntime_outside_pytorch",
+              "test_dynamic_segmenter_checkpoint_runs_at_any_size",
+              "test_the_front_door_is_lazy_and_complete", "test_report_in_headless_chromium",
+              "test_random_perceptual_vgg_is_the_same_in_every_process", "test_import_pebal",
+              "test_import_nvidia_segmenter")
 
 
 def pytest_collection_modifyitems(config, items):
