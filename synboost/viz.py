@@ -84,7 +84,6 @@ def plot_curves(curves: Mapping[str, Mapping[str, np.ndarray]], path: str | os.P
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from synboost.data.io import atomic_path
 
     fig, (ax_pr, ax_roc) = plt.subplots(1, 2, figsize=(11, 4.5))
     for name, c in curves.items():
@@ -97,12 +96,7 @@ def plot_curves(curves: Mapping[str, Mapping[str, np.ndarray]], path: str | os.P
     for ax in (ax_pr, ax_roc):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower left" if ax is ax_pr else "lower right")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    _save_figure(fig, path, title, dpi=110)
 
 
 def tile(images: Sequence[np.ndarray], cols: int, titles: Sequence[str] | None = None) -> np.ndarray:
@@ -141,7 +135,6 @@ def plot_training_log(steps: Mapping[str, Sequence[tuple[float, float]]],
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    from synboost.data.io import atomic_path
 
     panels = [("step", k, v) for k, v in steps.items()] + [("epoch", k, v) for k, v in epochs.items()]
     if not panels:
@@ -157,9 +150,18 @@ def plot_training_log(steps: Mapping[str, Sequence[tuple[float, float]]],
         ax.grid(alpha=0.3)
     for ax in axes.ravel()[len(panels):]:
         ax.axis("off")
+    _save_figure(fig, path, title, dpi=100)
+
+
+def _save_figure(fig, path, title: str | None, dpi: int) -> None:
+    """Title, tight layout, an atomic PNG write, and the figure closed (the curve and training-log figures)."""
+    import matplotlib.pyplot as plt
+
+    from synboost.data.io import atomic_path
+
     if title:
         fig.suptitle(title)
     fig.tight_layout()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
+        fig.savefig(tmp, dpi=dpi, format="png")
     plt.close(fig)
