@@ -158,3 +158,46 @@ def test_amp_cpu_reaches_the_engine(monkeypatch):
     stage.run_stage(None, Cfg(LoopConfig(amp_cpu=True)))
     stage.run_stage(None, Cfg(LoopConfig(amp_cpu=True)), cpu_amp=False)
     assert seen == [False, True, False]
+
+
+@pytest.mark.parametrize("amp_device", [None, "cpu"])
+def test_the_gan_step_trains_under_the_engines_cpu_autocast(amp_device):
+    """The synthesis stage does its own backward passes (manual_step): with the engine's amp device "cpu" its
+    generator and discriminator run in bf16 (as the other stages do under the engine's autocast), without it in
+    float32; the weights stay float32 either way."""
+    if amp_device and not runtime.cpu_bf16_supported():
+        pytest.skip("this CPU has no bf16 units")
+    from synboost.config import SynthesisConfig, load_config
+    from synboost.training.synthesis import SynthesisTask
+
+    cfg = load_config(SynthesisConfig, None, ["model.ngf=8", "model.nef=8", "model.z_dim=8", "model.spade_hidden=8",
+                                              "model.num_upsampling=4", "model.ndf=8", "data.size=[32,64]",
+                                              "lambda_vgg=0", "lambda_l1=1"])
+    task = SynthesisTask(cfg)
+    torch.manual_seed(0)
+    model = task.build_model()
+    opts = task.build_optimizer(model)
+    task.amp_device = amp_device
+    seen = {}
+    convs = {"G": next(m for m in model.generator.modules() if isinstance(m, torch.nn.Conv2d)),
+             "D": next(m for m in model.discriminator.modules() if isinstance(m, torch.nn.Conv2d))}
+    for name, conv in convs.items():
+        conv.register_forward_hook(lambda _m, _i, out, name=name: None if seen.setdefault(name, out.dtype) else None)
+    real = torch.rand(2, 3, 32, 64) * 2 - 1
+    labels = torch.randint(0, 19, (2, 32, 64))
+    loss, logs = task.train_step(model, (real, labels), torch.device("cpu"), opts)
+    want = torch.bfloat16 if amp_device else torch.float32
+    assert seen == {"G": want, "D": want}
+    assert torch.isfinite(loss) and logs
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_an_engine_hands_its_autocast_device_to_the_task():
+    """Engine(cpu_amp=True) on a CPU with bf16 units sets task.amp_device = "cpu"; without cpu_amp it is None."""
+    from synboost.config import LoopConfig
+    from synboost.training.engine import Engine, Task
+
+    for cpu_amp in (False, True):
+        task = Task()
+        Engine(task, LoopConfig(device="cpu"), "unused-out", cpu_amp=cpu_amp, progress=False)
+        assert task.amp_device == ("cpu" if cpu_amp and runtime.cpu_bf16_supported() else None)

@@ -57,6 +57,9 @@ class Task:
     kind: str = ""  #: checkpoint kind (a key of ``synboost.detectors.components.COMPONENT_KINDS``)
     name: str | None = None  #: labels progress and logs (None: ``kind``)
     manual_step: bool = False
+    #: the engine's autocast device ("cuda", "cpu" or None for fp32), set before training; a ``manual_step`` task
+    #: runs its forward passes under ``torch.autocast(amp_device, torch.bfloat16)`` itself when it is not None
+    amp_device: str | None = None
 
     def build_model(self) -> nn.Module:
         """The network to train (on the CPU; the engine moves it)."""
@@ -177,6 +180,7 @@ class Engine:
         self.loggers = resolve_loggers(logger, loop)
         self._tensorboard = None
         self.amp_device = self._amp_device(cpu_amp)
+        task.amp_device = self.amp_device
         self.best_val: dict = {}
         self.val: dict = {}
         self.start, self.best, self.epochs_run = 0, -math.inf, 0

@@ -135,8 +135,8 @@ class SynthesisTask(Task):
         gen, disc = model.generator, model.discriminator
         g = gen.module if hasattr(gen, "module") else gen
         seg = generator_input(g, labels)
-        amp = self.cfg.train.amp and device.type == "cuda"
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+        amp = self.amp_device  # bf16 autocast on CUDA, or on a CPU with bf16 units when train.amp_cpu
+        with torch.autocast(amp or "cuda", dtype=torch.bfloat16, enabled=amp is not None):
             # generator step (SPADE: G first, then D on a detached fake)
             fake, mu, logvar = gen(seg, real if g.use_vae else None, deterministic=False, return_latent=True)
             pred_fake, pred_real = _discriminate(disc, seg, fake, real)
@@ -148,7 +148,7 @@ class SynthesisTask(Task):
         opts["G"].zero_grad(set_to_none=True)
         g_loss.backward()
         opts["G"].step()
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+        with torch.autocast(amp or "cuda", dtype=torch.bfloat16, enabled=amp is not None):
             d_terms = discriminator_losses(*_discriminate(disc, seg, fake.detach(), real))
         opts["D"].zero_grad(set_to_none=True)
         d_terms["total"].backward()
