@@ -1,4 +1,4 @@
-"""``synboost bench metrics | segmenter | synthesis | pipeline``: print a table, write JSON."""
+"""``synboost bench metrics | segmenter | synthesis | pipeline | accuracy``: print a table, write JSON."""
 from __future__ import annotations
 
 import argparse
@@ -16,7 +16,7 @@ def _sizes(text: str) -> tuple[int, ...]:
 def register(sub) -> None:
     """``bench``."""
     b = sub.add_parser("bench", help="benchmarks (print a table, write JSON)")
-    b.add_argument("what", choices=["metrics", "segmenter", "synthesis", "pipeline"])
+    b.add_argument("what", choices=["metrics", "segmenter", "synthesis", "pipeline", "accuracy"])
     b.add_argument("--sizes", type=_sizes, help="metrics: pixel counts, e.g. 20e6,200e6")
     b.add_argument("--out")
     b.add_argument("--quick", action="store_true")
@@ -24,6 +24,10 @@ def register(sub) -> None:
     b.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
                    help="pipeline: input size (default 1024 2048 on CUDA, 512 1024 on the CPU)")
     b.add_argument("--backbone", help="pipeline: segmenter trunk (default wrn38 on CUDA, resnet101 on the CPU)")
+    b.add_argument("--pipeline", help="accuracy: the trained pipeline file (e.g. runs/demo/pipeline.yaml)")
+    b.add_argument("--data", help="accuracy: a labelled anomaly split, KIND:DIR (e.g. synthetic:runs/demo/world)")
+    b.add_argument("--variants", nargs="+", metavar="LABEL", help="accuracy: some of the variants only")
+    b.add_argument("--max-images", type=int, help="accuracy: score the first N images only")
     b.set_defaults(run=run, interrupt=no_resume("bench"))
 
 
@@ -42,6 +46,14 @@ def run(a: argparse.Namespace) -> None:
         from synboost.bench.speed import run_synthesis_benchmark
 
         run_synthesis_benchmark(out_json=out, quick=a.quick, device=a.device)
+    elif a.what == "accuracy":
+        from synboost.bench.accuracy import run_accuracy_benchmark
+        from synboost.errors import ConfigError
+
+        if not a.pipeline or not a.data:
+            raise ConfigError("bench accuracy needs --pipeline FILE and --data KIND:DIR (e.g. --pipeline "
+                              "runs/demo/pipeline.yaml --data synthetic:runs/demo/world)")
+        run_accuracy_benchmark(a.pipeline, a.data, out_json=out, variants=a.variants, max_images=a.max_images)
     else:
         from synboost.bench.speed import run_pipeline_benchmark
 

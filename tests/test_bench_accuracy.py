@@ -1,0 +1,38 @@
+"""``synboost bench accuracy``: each variant's AP / FPR95 / labels against fp32 on the same labelled images."""
+import json
+
+import pytest
+
+from synboost import runtime
+from synboost.bench.accuracy import run_accuracy_benchmark
+from synboost.errors import ConfigError
+
+
+def pipe(stages, tmp_path):
+    from synboost.detectors.pipeline import write_pipeline_file
+
+    return write_pipeline_file(tmp_path / "p.yaml", method="synboost", segmenter=str(stages / "seg.safetensors"),
+                               generator=str(stages / "gen.safetensors"),
+                               dissimilarity=str(stages / "dis.safetensors"), perceptual_vgg_pretrained=False,
+                               device="cpu")
+
+
+def test_fp32_is_the_reference_and_every_row_is_scored(stages, tiny_world, tmp_path):
+    variants = ["fp32 + channels_last"] + (["bf16 + channels_last"] if runtime.cpu_bf16_supported() else [])
+    rows = run_accuracy_benchmark(pipe(stages, tmp_path), f"synthetic:{tiny_world}", tmp_path / "acc.json",
+                                  variants=variants, methods=["synboost", "entropy"], max_images=6)
+    assert [r["variant"] for r in rows] == ["fp32"] + variants  # the reference is run first even if not asked
+    ref = rows[0]
+    assert ref["equal labels %"] == 100.0 and ref["spearman"] == pytest.approx(1.0) and ref["within_bound"]
+    for r in rows:
+        assert 0 < r["AP synboost"] <= 100 and 0 <= r["FPR95 entropy"] <= 100 and r["s_per_image"] > 0
+    # channels_last is a memory layout: the same pixels' ranking, within the bound
+    assert rows[1]["spearman"] > 0.999 and rows[1]["within_bound"]
+    saved = json.loads((tmp_path / "acc.json").read_text())
+    assert saved["images"] == 6 and saved["bound"] == {"ap": 0.3, "fpr95": 1.0}
+    assert [r["variant"] for r in saved["rows"]] == [r["variant"] for r in rows]
+
+
+def test_an_unknown_variant_is_one_line_with_the_choices(stages, tiny_world, tmp_path):
+    with pytest.raises(ConfigError, match="unknown variant 'fp16'.*choose from: fp32"):
+        run_accuracy_benchmark(pipe(stages, tmp_path), f"synthetic:{tiny_world}", variants=["fp16"])
