@@ -17,6 +17,10 @@ def register(sub) -> None:
     m = sub.add_parser("demo", help="the whole job on the embedded synthetic world (CPU, minutes)")
     add_config(m)
     m.add_argument("--quick", action="store_true", help="a much smaller run (for smoke tests)")
+    m.add_argument("--seed", type=int, help="the training seed of every stage (the world stays the same); default 0")
+    m.add_argument("--seeds", type=int, nargs="+", metavar="K",
+                   help="the whole demo once per seed (in OUT/seed-K), then mean +- std of every figure in "
+                        "OUT/seeds.md")
     add_fresh(m, "ignore the results of an earlier demo run", "demo")
     m.set_defaults(run=run, interrupt=RESUMES)
 
@@ -42,9 +46,21 @@ def run(a: argparse.Namespace) -> None:
 
     if a.verb == "demo":
         from synboost.config import DemoConfig
-        from synboost.jobs.demo import run_demo
+        from synboost.jobs.demo import run_demo, run_demo_seeds
 
-        run_demo(load_config(DemoConfig, a.config, a.overrides), quick=a.quick, resume=not a.fresh)
+        cfg = load_config(DemoConfig, a.config, a.overrides)
+        if a.seeds is not None and a.seed is not None:
+            raise SynboostError("give --seed K (one run) or --seeds K ... (several), not both")
+        if a.seeds:
+            run_demo_seeds(cfg, a.seeds, quick=a.quick, resume=not a.fresh)
+            return
+        if a.seed is not None:
+            from synboost.jobs.demo import seed_folder
+
+            cfg.seed = a.seed
+            if cfg.out == DemoConfig().out:  # the default folder holds the default seed's run: keep it
+                cfg.out = seed_folder(cfg.out, a.seed)
+        run_demo(cfg, quick=a.quick, resume=not a.fresh)
     elif a.verb == "ablate":
         from synboost.config import AblationConfig
         from synboost.jobs.ablate import run_ablation

@@ -148,6 +148,9 @@ class DemoConfig:
     ))
     methods: list[str] = dataclasses.field(default_factory=lambda: ["msp", "maxlogit", "entropy", "energy", "sml",
                                                                     "pebal", "dissimilarity", "synboost"])
+    #: the training seed of every stage (``synboost demo --seed``): initialisation, data order, augmentation,
+    #: anomaly data; the world keeps ``world.seed``, so every seed trains and scores on the same scenes
+    seed: int = 0
 
 
 @dataclasses.dataclass

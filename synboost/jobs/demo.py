@@ -39,6 +39,8 @@ def run_demo(cfg: DemoConfig, quick: bool = False, resume: bool = True) -> dict:
     if quick:
         _shrink(cfg)
     place_stages(cfg)
+    for stage in (cfg.segmentation, cfg.synthesis, cfg.dissimilarity, cfg.pebal):
+        stage.train.seed = cfg.seed
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
@@ -89,3 +91,85 @@ def run_demo(cfg: DemoConfig, quick: bool = False, resume: bool = True) -> dict:
           f"eval/examples/*.png; pipeline file {pipe}")
     print(f"next: synboost infer --pipeline {pipe} --images {w.out}/anomaly/test/original --out {out}/maps")
     return summary
+
+
+#: the demo's figures that ``run_demo_seeds`` reports as mean +- std: (label, path into the summary, scale)
+SEED_FIGURES = (("segmenter mIoU", ("stages", "segmentation", "score"), 100),
+                ("generator L1", ("stages", "synthesis", "l1"), 1),
+                ("mean-colour painting L1", ("stages", "synthesis", "l1_mean_colour_painting"), 1),
+                ("dissimilarity held-out AP", ("stages", "dissimilarity", "heldout_ap"), 100),
+                ("PEBAL validation AP", ("stages", "pebal", "ap"), 100))
+
+
+def seed_folder(out: str, seed: int) -> str:
+    """The run folder of one seed of ``synboost demo --seeds``: ``<out>/seed-<k>``."""
+    return str(Path(out) / f"seed-{seed}")
+
+
+def summarise_seeds(summaries: dict[int, dict]) -> dict:
+    """Mean, std (population, over seeds) and the per-seed values of every figure and every method's AP / FPR95 /
+    AUROC on the anomaly test, from the demo summaries of several seeds."""
+    import numpy as np
+
+    def stat(values: list[float]) -> dict:
+        a = np.asarray(values, np.float64)
+        return {"mean": float(a.mean()), "std": float(a.std()), "values": [float(v) for v in a]}
+
+    seeds = sorted(summaries)
+    figures = {}
+    for label, path, scale in SEED_FIGURES:
+        vals = []
+        for k in seeds:
+            v = summaries[k]
+            for key in path:
+                v = v[key]
+            vals.append(scale * float(v))
+        figures[label] = stat(vals)
+    methods: dict[str, dict] = {}
+    for k in seeds:
+        for row in summaries[k]["report"]["results"]:
+            m = methods.setdefault(row["method"], {"ap": [], "fpr95": [], "auroc": []})
+            for key in m:
+                m[key].append(100 * row[key])
+    table = {name: {key: stat(v) for key, v in vals.items()} for name, vals in methods.items()}
+    return {"seeds": seeds, "figures": figures, "methods": table}
+
+
+def seeds_markdown(agg: dict) -> str:
+    """The mean +- std table of :func:`summarise_seeds`."""
+    n = len(agg["seeds"])
+    lines = [f"# synboost demo over {n} seeds ({', '.join(map(str, agg['seeds']))}): mean +- std (population std "
+             "over seeds)", "", "| figure | mean +- std | per seed |", "|---|---:|---|"]
+    for label, st in agg["figures"].items():
+        digits = 4 if "L1" in label else 1
+        lines.append(f"| {label} | {st['mean']:.{digits}f} +- {st['std']:.{digits}f} | "
+                     + ", ".join(f"{v:.{digits}f}" for v in st["values"]) + " |")
+    lines += ["", "| method | AP | FPR95 | AUROC | AP per seed |", "|---|---:|---:|---:|---|"]
+    for name, st in sorted(agg["methods"].items(), key=lambda kv: -kv[1]["ap"]["mean"]):
+        lines.append(f"| {name} | {st['ap']['mean']:.2f} +- {st['ap']['std']:.2f} | {st['fpr95']['mean']:.2f} +- "
+                     f"{st['fpr95']['std']:.2f} | {st['auroc']['mean']:.2f} +- {st['auroc']['std']:.2f} | "
+                     + ", ".join(f"{v:.2f}" for v in st["ap"]["values"]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def run_demo_seeds(cfg: DemoConfig, seeds: list[int], quick: bool = False, resume: bool = True) -> dict:
+    """``synboost demo --seeds A B C``: the whole demo once per training seed (each in ``<out>/seed-<k>``, each
+    resumable), then every figure as mean +- std over the seeds in ``<out>/seeds.md`` and ``<out>/seeds.json``."""
+    import copy
+
+    base = Path(cfg.out)
+    summaries = {}
+    for k in seeds:
+        print(f"\n=== seed {k} ({seeds.index(k) + 1} of {len(seeds)}) ===")
+        one = copy.deepcopy(cfg)
+        one.seed, one.out = k, seed_folder(cfg.out, k)
+        summaries[k] = run_demo(one, quick=quick, resume=resume)
+    agg = summarise_seeds(summaries)
+    agg["seconds"] = {k: sum(s["seconds"].values()) for k, s in summaries.items()}
+    write_json(base / "seeds.json", agg)
+    text = seeds_markdown(agg)
+    write_text(base / "seeds.md", text)
+    print()
+    print(text)
+    print(f"written to {base}/seeds.md and seeds.json (each seed's run in {base}/seed-<k>/)")
+    return agg

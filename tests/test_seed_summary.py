@@ -1,0 +1,51 @@
+"""``synboost demo --seeds``: every figure as mean +- std over the seeds' runs, and ``--seed`` reaches every stage."""
+import numpy as np
+import pytest
+
+from synboost.jobs.demo import seed_folder, seeds_markdown, summarise_seeds
+
+
+def fake_summary(k: float) -> dict:
+    return {"stages": {"segmentation": {"score": 0.30 + 0.01 * k}, "synthesis": {"l1": 0.10 + k / 100,
+                                                                                   "l1_mean_colour_painting": 0.12},
+                       "dissimilarity": {"heldout_ap": 0.5 + k / 10}, "pebal": {"ap": 0.4}},
+            "report": {"results": [{"method": "synboost", "ap": 0.1 * (k + 1), "fpr95": 0.5, "auroc": 0.9},
+                                   {"method": "entropy", "ap": 0.05, "fpr95": 0.6 - 0.1 * k, "auroc": 0.8}]}}
+
+
+def test_the_summary_is_the_mean_and_population_std_of_the_seeds():
+    agg = summarise_seeds({0: fake_summary(0), 1: fake_summary(1), 2: fake_summary(2)})
+    assert agg["seeds"] == [0, 1, 2]
+    ap = agg["methods"]["synboost"]["ap"]
+    assert ap["values"] == pytest.approx([10, 20, 30])
+    assert ap["mean"] == pytest.approx(20) and ap["std"] == pytest.approx(np.std([10, 20, 30]))
+    assert agg["methods"]["entropy"]["fpr95"]["mean"] == pytest.approx(50)
+    assert agg["figures"]["segmenter mIoU"]["mean"] == pytest.approx(31)
+    assert agg["figures"]["generator L1"]["values"] == pytest.approx([0.10, 0.11, 0.12])
+    text = seeds_markdown(agg)
+    assert "| synboost | 20.00 +- 8.16 |" in text
+    assert text.index("| synboost |") < text.index("| entropy |")  # best AP first
+
+
+def test_each_seed_has_its_own_folder():
+    assert seed_folder("runs/demo", 2).replace("\\", "/") == "runs/demo/seed-2"
+
+
+def test_the_demo_seed_is_every_stages_training_seed(monkeypatch, tmp_path):
+    """run_demo gives cfg.seed to the four training stages and leaves the world's seed alone."""
+    from synboost.config import DemoConfig
+    from synboost.jobs import demo
+
+    seen = {}
+
+    def stop(cfg, resume):
+        seen.update({k: getattr(cfg, k).train.seed for k in ("segmentation", "synthesis", "dissimilarity", "pebal")})
+        seen["world"] = cfg.world.seed
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo, "prepare_stages", stop)
+    cfg = DemoConfig(out=str(tmp_path / "d"), seed=7)
+    world_seed = cfg.world.seed
+    with pytest.raises(KeyboardInterrupt):
+        demo.run_demo(cfg)
+    assert seen == {"segmentation": 7, "synthesis": 7, "dissimilarity": 7, "pebal": 7, "world": world_seed}
