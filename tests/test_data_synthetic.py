@@ -19,12 +19,12 @@ def test_label_space_and_anomaly_masks():
     for s in range(40):
         sc = generate_scene(s, 96, 192, n_ood=2, ego=s % 4 == 0)
         ids = np.unique(sc.label_ids)
-        assert set(ids.tolist()) <= {0, 1, 4} | {i for i in range(34) if ID_TO_TRAIN_ID[i] != 255}
+        assert set(ids.tolist()) <= {0, 1, 4, 5} | {i for i in range(34) if ID_TO_TRAIN_ID[i] != 255}
         train = ids_to_train_ids(sc.label_ids)
         seen += np.bincount(train[train < 255], minlength=NUM_CLASSES) > 0
-        # anomalies are exactly the "unlabeled" pixels; the ego vehicle and static clutter are void in both maps
+        # anomalies are exactly the "unlabeled" pixels; the ego vehicle and the clutter are void in both maps
         assert np.array_equal(sc.anomaly == 1, sc.label_ids == 0)
-        assert np.array_equal(sc.anomaly == 255, np.isin(sc.label_ids, [1, 4]))
+        assert np.array_equal(sc.anomaly == 255, np.isin(sc.label_ids, [1, 4, 5]))
         assert (sc.anomaly == 1).any()
         # instance ids: thing classes carry id*1000+k, stuff carries its label id
         inst_cls = np.where(sc.instance_ids >= 1000, sc.instance_ids // 1000, sc.instance_ids)
@@ -38,7 +38,7 @@ def test_classes_have_distinct_colour_statistics():
     """Each class has its own colour statistics, so that a segmenter has something to learn."""
     sums = np.zeros((NUM_CLASSES, 3))
     counts = np.zeros(NUM_CLASSES)
-    for s in range(20):
+    for s in range(40):  # building and fence vary per scene around near means: 20 scenes leave them 2.5 apart
         sc = generate_scene(100 + s, 96, 192)
         t = ids_to_train_ids(sc.label_ids)
         for c in range(NUM_CLASSES):
@@ -74,3 +74,33 @@ def test_world_layout_is_read_by_the_readers(tiny_world):
     assert np.array_equal(t["label"] == 255, t["anomaly"] != 0)  # anomalies and void are ignored semantically
     inst = open_dataset(f"synthetic:{tiny_world}@train", with_instances=True)[0]["instances"]
     assert inst.shape == (64, 128)
+
+
+def test_street_clutter_is_varied_void_and_never_the_test_objects():
+    """The void clutter (static / dynamic) occurs in most scenes, in many colours, on the sidewalks and now and
+    then on the road's edge; the out-of-distribution objects (label 0) occur only where asked for (test scenes)."""
+    import cv2
+
+    scenes = [generate_scene(200 + s, 128, 256) for s in range(40)]
+    hues, on_road, with_clutter = [], 0, 0
+    for sc in scenes:
+        clutter = np.isin(sc.label_ids, [4, 5])
+        assert not (sc.label_ids == 0).any() and not (sc.anomaly == 1).any()  # no OOD object without n_ood
+        assert (sc.anomaly[clutter] == 255).all()
+        if not clutter.any():
+            continue
+        with_clutter += 1
+        n, comp = cv2.connectedComponents(clutter.astype(np.uint8))
+        hsv = cv2.cvtColor(sc.image, cv2.COLOR_RGB2HSV)
+        for k in range(1, n):
+            part = comp == k
+            if part.sum() >= 12:
+                hues.append(np.median(hsv[..., 0][part]))
+                # road directly below the object's lowest row: it stands on the road (or its kerb line)
+                ys, xs = np.nonzero(part)
+                below = sc.label_ids[min(ys.max() + 1, sc.label_ids.shape[0] - 1), xs]
+                on_road += int((below == 7).mean() > 0.5)
+    assert with_clutter >= 30
+    assert len(hues) >= 60
+    assert np.histogram(hues, bins=6, range=(0, 180))[0].min() >= 2  # every sixth of the hue circle occurs
+    assert on_road >= 3

@@ -226,18 +226,130 @@ def paint_street_furniture(c: Canvas, rng, lay: Layout) -> None:
             c.paint(box, col, ID["traffic light"])
 
 
+#: the makes of unlabelled street clutter (Cityscapes' void "static" / "dynamic": bins, boxes, bollards, benches,
+#: planters, barriers, cones, sacks, post boxes, boards, carts); never the out-of-distribution objects' shapes and
+#: fills (:func:`synboost.data.synthetic.ood_object`), which the anomaly test holds unseen
+VOID_MAKES = ("box", "bin", "bollard", "bench", "planter", "barrier", "cone", "sack", "postbox", "board", "cart",
+              "stack")
+
+
+def _clutter_colour(rng) -> np.ndarray:
+    """A muted street colour of any hue (painted metal, plastic, wood, concrete, cloth): never the saturated
+    neon of the out-of-distribution objects."""
+    hue = rng.uniform(0, 180)
+    sat = rng.uniform(0, 150) if rng.random() < 0.7 else rng.uniform(150, 220)
+    val = rng.uniform(35, 215)
+    hsv = np.array([[[hue, sat, val]]], np.uint8)
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0].astype(np.float32)
+
+
+def _void_mask(c: Canvas, rng, make: str, x: float, base: float, m: float) -> tuple[np.ndarray, list]:
+    """The silhouette of one piece of clutter standing at (x, base) at ``m`` pixels per metre, and its parts
+    (masks that get their own colour: lids, legs, bands)."""
+    u = rng.uniform(0.8, 1.25)
+    if make == "box":
+        w, h = m * rng.uniform(0.3, 1.1) * u, m * rng.uniform(0.25, 0.9) * u
+        return c.rect(x - w / 2, base - h, x + w / 2, base), []
+    if make == "bin":
+        w, h = m * rng.uniform(0.45, 0.7), m * rng.uniform(0.8, 1.1)
+        body = c.rect(x - w / 2, base - h * 0.85, x + w / 2, base)
+        lid = c.rect(x - w * 0.55, base - h, x + w * 0.55, base - h * 0.85)
+        return body | lid, [lid]
+    if make == "bollard":
+        w, h = m * rng.uniform(0.12, 0.25), m * rng.uniform(0.6, 1.1)
+        top = c.ellipse(x, base - h, w / 2, w / 3)
+        band = c.rect(x - w / 2, base - h * 0.8, x + w / 2, base - h * 0.7)
+        return c.rect(x - w / 2, base - h, x + w / 2, base) | top, [band]
+    if make == "bench":
+        w, h = m * rng.uniform(1.2, 2.0), m * rng.uniform(0.4, 0.55)
+        seat = c.rect(x - w / 2, base - h, x + w / 2, base - h * 0.8)
+        back = c.rect(x - w / 2, base - h * 1.9, x + w / 2, base - h * 1.6) if rng.random() < 0.6 else np.zeros_like(seat)
+        legs = c.rect(x - w * 0.45, base - h * 0.8, x - w * 0.38, base) | c.rect(x + w * 0.38, base - h * 0.8,
+                                                                                  x + w * 0.45, base)
+        return seat | back | legs, [legs]
+    if make == "planter":
+        w, h = m * rng.uniform(0.6, 1.2), m * rng.uniform(0.4, 0.7)
+        pot = c.poly_mask([(x - w / 2, base - h), (x + w / 2, base - h), (x + w * 0.4, base), (x - w * 0.4, base)])
+        bush = c.ellipse(x, base - h, w * 0.55, h * rng.uniform(0.5, 0.9))
+        return pot | bush, [bush & ~pot]
+    if make == "barrier":
+        w, h = m * rng.uniform(1.0, 2.2), m * rng.uniform(0.7, 1.0)
+        bar = c.rect(x - w / 2, base - h, x + w / 2, base - h * 0.75)
+        feet = c.rect(x - w * 0.45, base - h * 0.75, x - w * 0.38, base) | c.rect(x + w * 0.38, base - h * 0.75,
+                                                                                   x + w * 0.45, base)
+        return bar | feet, [feet]
+    if make == "cone":
+        w, h = m * rng.uniform(0.25, 0.4), m * rng.uniform(0.4, 0.75)
+        cone = c.poly_mask([(x - w / 2, base), (x + w / 2, base), (x + w * 0.1, base - h), (x - w * 0.1, base - h)])
+        foot = c.rect(x - w * 0.6, base - h * 0.08, x + w * 0.6, base)
+        return cone | foot, [foot]
+    if make == "sack":
+        w, h = m * rng.uniform(0.4, 0.9), m * rng.uniform(0.3, 0.7)
+        return c.ellipse(x, base - h / 2, w / 2, h / 2, angle=rng.uniform(-20, 20)), []
+    if make == "postbox":
+        w, h = m * rng.uniform(0.4, 0.6), m * rng.uniform(1.0, 1.4)
+        body = c.rect(x - w / 2, base - h * 0.85, x + w / 2, base) | c.ellipse(x, base - h * 0.85, w / 2, h * 0.15)
+        slot = c.rect(x - w * 0.3, base - h * 0.72, x + w * 0.3, base - h * 0.67)
+        return body, [slot]
+    if make == "board":
+        w, h = m * rng.uniform(0.5, 1.0), m * rng.uniform(0.5, 0.9)
+        post = c.rect(x - m * 0.04, base - h * 1.6, x + m * 0.04, base)
+        board = c.rect(x - w / 2, base - h * 1.9, x + w / 2, base - h * 1.9 + h)
+        return post | board, [post]
+    if make == "cart":
+        w, h = m * rng.uniform(0.6, 1.0), m * rng.uniform(0.6, 1.0)
+        basket = c.poly_mask([(x - w / 2, base - h), (x + w / 2, base - h), (x + w * 0.4, base - h * 0.3),
+                              (x - w * 0.4, base - h * 0.3)])
+        wheels = c.ellipse(x - w * 0.3, base - h * 0.1, w * 0.1, h * 0.1) | c.ellipse(x + w * 0.3, base - h * 0.1,
+                                                                                   w * 0.1, h * 0.1)
+        return basket | wheels, [wheels]
+    # "stack": two or three boxes on top of each other
+    out, parts, y = np.zeros((c.h, c.w), bool), [], base
+    for _ in range(rng.integers(2, 4)):
+        w, h = m * rng.uniform(0.3, 0.8), m * rng.uniform(0.2, 0.45)
+        dx = m * rng.uniform(-0.15, 0.15)
+        box = c.rect(x + dx - w / 2, y - h, x + dx + w / 2, y)
+        parts.append(box)
+        out |= box
+        y -= h
+    return out, parts[1::2]
+
+
 def paint_void_objects(c: Canvas, rng, lay: Layout) -> None:
-    """Unlabelled clutter on the sidewalks (bins, boxes, bollards): Cityscapes' void "static" class. Ignored by the
-    segmenter; void in the anomaly masks (as Fishyscapes voids unknown background objects)."""
-    for _ in range(rng.integers(0, 4)):
-        t = rng.uniform(0.2, 1.0)
-        side = rng.choice([-1, 1])
-        xb = rng.uniform(lay.walk_l, lay.road_l) if side < 0 else rng.uniform(lay.road_r, lay.walk_r)
-        x, base, m = lay.x(t, xb), lay.y(t), lay.metre * t
-        w, h = m * rng.uniform(0.4, 0.9), m * rng.uniform(0.5, 1.1)
-        col = c.texture(jitter(rng, [(40, 70, 50), (90, 90, 95), (120, 85, 50), (50, 60, 110)][rng.integers(4)], 15),
-                        std=5, blotch=6)
-        c.paint(c.rect(x - w / 2, base - h, x + w / 2, base), col, ID["static"], anomaly=255)
+    """Unlabelled street clutter: Cityscapes' void "static" and "dynamic" classes, as varied as real clutter in
+    make (:data:`VOID_MAKES`, muted colours of any hue, textured, shaded, with parts in their own colours) and in
+    placement (anywhere on the sidewalks, at the facades, on the kerb, now and then on the road's edge). Ignored
+    by the segmenter; void in the anomaly masks (as Fishyscapes voids unknown background objects). Drawn from a
+    child generator of the scene's, so the clutter can change without moving the rest of the scene."""
+    crng = np.random.default_rng(int(rng.integers(2**62)))
+    main, c.rng = c.rng, crng
+    try:
+        for _ in range(crng.integers(0, 9)):
+            t = crng.uniform(0.15, 1.0)
+            where = crng.random()
+            side = crng.choice([-1, 1])
+            if where < 0.15:  # on the road, by the kerb
+                lo, hi = (lay.road_l, lay.road_l + 0.12 * (lay.road_r - lay.road_l)) if side < 0 else \
+                    (lay.road_r - 0.12 * (lay.road_r - lay.road_l), lay.road_r)
+            else:
+                lo, hi = (lay.walk_l, lay.road_l) if side < 0 else (lay.road_r, lay.walk_r)
+            x, base, m = lay.x(t, crng.uniform(lo, hi)), lay.y(t), lay.metre * t
+            make = VOID_MAKES[crng.integers(len(VOID_MAKES))]
+            mask, parts = _void_mask(c, crng, make, x, base, m)
+            if not mask.any():
+                continue
+            col = c.texture(_clutter_colour(crng), std=crng.uniform(2, 9), blotch=crng.uniform(2, 12),
+                            cell=int(crng.integers(4, 16)))
+            if crng.random() < 0.5:  # shading across the object, as on a rounded or lit body
+                ys, xs = np.nonzero(mask)
+                ramp = (np.arange(c.w, dtype=np.float32) - xs.min()) / max(1, xs.max() - xs.min())
+                col = col * (1.0 + crng.uniform(-0.35, 0.35) * (ramp[None, :, None] - 0.5))
+            for part in parts:
+                col[part] = c.texture(_clutter_colour(crng), std=3, blotch=3)[part]
+            label = ID["dynamic"] if make in ("cart", "sack") else ID["static"]
+            c.paint(mask, col, label, anomaly=255)
+    finally:
+        c.rng = main
 
 
 _VEHICLE = {  # class: (width m, height m, colour choices)

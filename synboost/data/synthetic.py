@@ -4,9 +4,10 @@ Each scene is a road in one-point perspective with sidewalks, terrain, building 
 vegetation, sky, poles with signs and traffic lights, and traffic (cars, trucks, buses, trams, people, riders,
 bicycles, motorcycles), drawn far to near. Every class has its own colour and texture statistics with
 per-scene variation (lighting, palette, noise), so a segmenter has to learn them and a generator can learn to
-redraw them. Sidewalk clutter is Cityscapes' void "static" class. Test scenes also hold out-of-distribution objects on or near the road: shapes, colours and
-textures that belong to no class. Those pixels are "unlabeled" (label id 0 -> ignored) in the semantic ground
-truth and 1 in the anomaly mask; the ego vehicle's bonnet (label id 1) and the static clutter (label id 4) are
+redraw them. Street clutter (bins, boxes, bollards, benches, cones, carts, ... on the sidewalks and the road's
+edge) is Cityscapes' void "static" / "dynamic" classes. Test scenes also hold out-of-distribution objects on or
+near the road: shapes, colours and textures that belong to no class. Those pixels are "unlabeled" (label id 0 -> ignored) in the semantic ground
+truth and 1 in the anomaly mask; the ego vehicle's bonnet (label id 1) and the clutter (label ids 4 and 5) are
 void (255) in both.
 
 Scenes are deterministic for (seed, split, index). :func:`write_world` writes the layouts the readers read:
@@ -30,7 +31,7 @@ import numpy as np
 from synboost.data.street import (ID, Canvas, Layout, jitter, paint_ground, paint_side, paint_sky,
                                   paint_street_furniture, paint_traffic, paint_void_objects)
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3  # 3: varied street clutter (street.VOID_MAKES) from a child generator
 
 
 @dataclass
