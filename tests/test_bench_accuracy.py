@@ -36,3 +36,15 @@ def test_fp32_is_the_reference_and_every_row_is_scored(stages, tiny_world, tmp_p
 def test_an_unknown_variant_is_one_line_with_the_choices(stages, tiny_world, tmp_path):
     with pytest.raises(ConfigError, match="unknown variant 'fp16'.*choose from: fp32"):
         run_accuracy_benchmark(pipe(stages, tmp_path), f"synthetic:{tiny_world}", variants=["fp16"])
+
+
+def test_short_variant_names_pick_the_benchmark_rows():
+    from synboost.bench.speed import PIPELINE_SHORT, PIPELINE_VARIANTS, pick_variants
+
+    got = pick_variants(["fp32", "ov-bf16", "batched detector (bf16 autocast, channels_last)"], PIPELINE_VARIANTS,
+                        PIPELINE_SHORT, "pipeline")
+    assert got == ("batched detector (fp32)", "OpenVINO (bf16)", "batched detector (bf16 autocast, channels_last)")
+    assert PIPELINE_VARIANTS[PIPELINE_SHORT["mixed"]][0] == "mixed"
+    assert PIPELINE_VARIANTS[PIPELINE_SHORT["bf16-compile"]][2] is True
+    with pytest.raises(ConfigError, match="bench pipeline: unknown variant 'bf32'"):
+        pick_variants(["bf32"], PIPELINE_VARIANTS, PIPELINE_SHORT, "pipeline")

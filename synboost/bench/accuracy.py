@@ -36,6 +36,10 @@ VARIANTS = {
     "OpenVINO bf16": ("bf16", False, False, "openvino"),
 }
 
+#: short names (``synboost bench accuracy --variants mixed bf16``)
+SHORT = dict(zip(("fp32", "fp32-cl", "mixed", "bf16", "mixed-compile", "bf16-compile", "ort", "ov-f32", "ov-bf16"),
+                 VARIANTS))
+
 
 def _load(dataset, max_images: int | None):
     n = len(dataset) if not max_images else min(len(dataset), max_images)

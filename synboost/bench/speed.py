@@ -221,6 +221,24 @@ PIPELINE_VARIANTS = {
     "OpenVINO (f32)": ("fp32", False, False, "openvino"),
     "OpenVINO (bf16)": ("bf16", False, False, "openvino"),
 }
+#: short names of the variants (``synboost bench pipeline --variants bf16 ov-bf16``)
+PIPELINE_SHORT = dict(zip(("fp32", "fp32-cl", "bf16", "mixed", "bf16-compile", "ort", "trt", "ov-f32", "ov-bf16"),
+                          PIPELINE_VARIANTS))
+
+
+def pick_variants(names, table: dict, short: dict, what: str) -> tuple[str, ...]:
+    """Variant labels from labels or short names; an unknown one is one line with the choices."""
+    from synboost.errors import ConfigError
+
+    out = []
+    for n in names:
+        if n not in table and n not in short:
+            raise ConfigError(f"bench {what}: unknown variant {n!r}; choose from: {', '.join(short)} (or a full "
+                              f"label: {'; '.join(table)})")
+        out.append(short.get(n, n))
+    return tuple(out)
+
+
 #: what ``quick`` runs unless ``variants`` says otherwise (the compile and export rows cost minutes even there)
 QUICK_VARIANTS = tuple(k for k, v in PIPELINE_VARIANTS.items() if not v[2] and v[3] == "torch")
 
@@ -251,7 +269,8 @@ def _runtime_detector(det, backend: str, precision: str, folder, imgs, batch: in
 
 def run_pipeline_benchmark(out_json: str | None = None, quick: bool = False, device: str = "auto",
                            size: tuple[int, int] | None = None, batch: int = 8, images: int = 16,
-                           backbone: str | None = None, variants: tuple[str, ...] | None = None) -> list[dict]:
+                           backbone: str | None = None, variants: tuple[str, ...] | None = None,
+                           images_cpu: int = 2) -> list[dict]:
     """End-to-end SynBoost images/s at input ``size``, in one process on the same random-initialised networks:
     the official-style per-image loop, then each batched variant of :data:`PIPELINE_VARIANTS` (fp32, channels_last,
     bf16, mixed precision, torch.compile, onnxruntime / TensorRT, OpenVINO f32 / bf16; those this machine lacks
@@ -279,8 +298,8 @@ def run_pipeline_benchmark(out_json: str | None = None, quick: bool = False, dev
         backbone = backbone or ("wrn38" if cuda else "resnet101")
         det = _official_size_stages(dev, seg_backbone=backbone)
         if not cuda:
-            images, batch = 2, 1
-    variants = variants or tuple(PIPELINE_VARIANTS)
+            images, batch = images_cpu, 1
+    variants = pick_variants(variants or tuple(PIPELINE_VARIANTS), PIPELINE_VARIANTS, PIPELINE_SHORT, "pipeline")
     rng = np.random.default_rng(0)
     imgs = [rng.integers(0, 255, (*size, 3), dtype=np.uint8) for _ in range(images)]
     sync = torch.cuda.synchronize if cuda else (lambda: None)

@@ -26,7 +26,9 @@ def register(sub) -> None:
     b.add_argument("--backbone", help="pipeline: segmenter trunk (default wrn38 on CUDA, resnet101 on the CPU)")
     b.add_argument("--pipeline", help="accuracy: the trained pipeline file (e.g. runs/demo/pipeline.yaml)")
     b.add_argument("--data", help="accuracy: a labelled anomaly split, KIND:DIR (e.g. synthetic:runs/demo/world)")
-    b.add_argument("--variants", nargs="+", metavar="LABEL", help="accuracy: some of the variants only")
+    b.add_argument("--variants", nargs="+", metavar="NAME",
+                   help="pipeline, accuracy: some of the variants only (short names, e.g. fp32 bf16 mixed ov-bf16)")
+    b.add_argument("--images", type=int, help="pipeline on the CPU: images per row (default 2)")
     b.add_argument("--max-images", type=int, help="accuracy: score the first N images only")
     b.set_defaults(run=run, interrupt=no_resume("bench"))
 
@@ -58,4 +60,5 @@ def run(a: argparse.Namespace) -> None:
         from synboost.bench.speed import run_pipeline_benchmark
 
         run_pipeline_benchmark(out_json=out, quick=a.quick, device=a.device, size=tuple(a.size) if a.size else None,
-                               backbone=a.backbone)
+                               backbone=a.backbone, variants=tuple(a.variants) if a.variants else None,
+                               images_cpu=a.images or 2)
