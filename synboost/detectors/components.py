@@ -16,6 +16,7 @@ import torch
 from synboost import scores
 from synboost.config import DissimModelConfig, SegModelConfig, SynthesisModelConfig, from_dict, to_dict
 from synboost.data.labels import CLASS_NAMES
+from synboost.detectors.segmenters import SPEC_KIND, is_segmenter_spec, load_segmenter_spec
 from synboost.errors import CheckpointError, ConfigError
 from synboost.hub.checkpoint import load_into, load_model, read_meta, save_model
 from synboost.models import create_model
@@ -41,10 +42,26 @@ def _outlier_training(m: SegModelConfig) -> str:
     return m.outlier_training
 
 
+#: files of other frameworks that a segmenter path may name by mistake: they come in through a segmenter spec
+FOREIGN_SEGMENTER_SUFFIXES = {
+    ".onnx": "'source: onnx:FILE'", ".ts": "'source: torchscript:FILE'", ".jit": "'source: torchscript:FILE'",
+    ".pt": "'source: torchscript:FILE' (or 'weights: FILE' with the source that builds the network)",
+    ".pth": "'weights: FILE' and the source that builds the network (torchvision:, timm:, python:)",
+    ".bin": "'weights: FILE' and the source that builds the network (or huggingface:FOLDER)"}
+
+
 def load_segmenter(path: str | os.PathLike, device: torch.device | str = "cpu"):
     """(model in eval mode, SML statistics or None) from one of our segmenter checkpoints (a PEBAL fine-tune
-    included: its ``forward`` gives the inlier logits). The statistics are stored beside the weights as
-    ``_stats.sml_mean`` / ``_stats.sml_std``."""
+    included: its ``forward`` gives the inlier logits), or from a segmenter spec file (``.yaml``: any network
+    through :class:`~synboost.models.adapter.SegmenterAdapter`, see :mod:`synboost.detectors.segmenters`; no SML
+    statistics). The statistics are stored beside the weights as ``_stats.sml_mean`` / ``_stats.sml_std``."""
+    if is_segmenter_spec(path):
+        return load_segmenter_spec(path, device), None
+    how = FOREIGN_SEGMENTER_SUFFIXES.get(Path(path).suffix.lower())
+    if how and Path(path).is_file():
+        raise CheckpointError(f"{path}: not a synboost checkpoint; to use your own network as the segmenter, give a "
+                              f"segmenter spec instead: a .yaml with 'kind: {SPEC_KIND}' and {how} (README "
+                              "'Bring your own segmenter')")
     model, meta = load_component(path, "segmenter", device)
     stats = meta.get("_stats", {})
     sml = (stats["sml_mean"], stats["sml_std"]) if "sml_mean" in stats else None
