@@ -8,6 +8,7 @@ The front door, re-exported lazily (importing ``synboost`` does not import torch
     report = synboost.evaluate(det, "synthetic:runs/demo/world", ["entropy", "synboost"])
     net = synboost.create_model("dissimilarity", width=0.25)      # any of synboost.list_models()
     data = synboost.open_dataset("fishyscapes_laf:/data/fishyscapes")
+    seg = synboost.SegmenterAdapter(torchvision_model, output_key="out")   # any network as the segmenter
 """
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ _FRONT_DOOR = {
     "open_dataset": "synboost.data.kinds",
     "save_component": "synboost.detectors.components",
     "load_component": "synboost.detectors.components",
+    "load_segmenter": "synboost.detectors.components",
+    "SegmenterAdapter": "synboost.models.adapter",
 }
 
 __all__ = ["__version__", *_FRONT_DOOR]

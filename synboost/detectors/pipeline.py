@@ -161,9 +161,12 @@ def _perceptual(spec: str, base: Path | None, dev):
 def build_detector(cfg: PipelineConfig, base: Path | None = None, device: str | None = None,
                    batch_size: int | None = None, amp: bool | None = None,
                    channels_last: bool | None = None, precision: str | Mapping[str, str] | None = None,
-                   compile: bool | None = None, backend: str | None = None) -> PosthocDetector:
+                   compile: bool | None = None, backend: str | None = None,
+                   segmenter: Any = None) -> PosthocDetector:
     """The detector of a :class:`PipelineConfig`; relative component paths resolve against ``base``. The
-    runtime arguments override the file's ``defaults``."""
+    runtime arguments override the file's ``defaults``. ``segmenter``: a network in memory (a
+    :class:`~synboost.models.adapter.SegmenterAdapter`, or one of our segmenters) used instead of
+    ``components.segmenter``."""
     from synboost.runtime import pick_device
 
     if cfg.detector not in DETECTORS:
@@ -179,7 +182,13 @@ def build_detector(cfg: PipelineConfig, base: Path | None = None, device: str | 
     if compile and backend != "torch":
         raise ConfigError(f"defaults.compile is for backend torch, not {backend}; set compile: false")
     dev = pick_device(device or d.device)
-    model, sml = load_segmenter(_checkpoint(c.segmenter, "segmenter", "segmentation", base), dev)
+    if segmenter is not None:
+        if c.density or backend != "torch":
+            raise ConfigError("a segmenter given in memory runs in torch without 'density' (which is fitted on a "
+                              "segmenter file); give it as components.segmenter (a checkpoint or a spec) instead")
+        model, sml = segmenter.to(dev).eval(), None
+    else:
+        model, sml = load_segmenter(_checkpoint(c.segmenter, "segmenter", "segmentation", base), dev)
     pebal = load_pebal(_checkpoint(c.pebal, "pebal", "pebal", base), dev) if c.pebal else None
     density = (load_density(_checkpoint(c.density, "density", "", base, "synboost fit density"),
                             _checkpoint(c.segmenter, "segmenter", "segmentation", base), dev)
@@ -228,15 +237,17 @@ def component_sources(cfg: PipelineConfig, base: Path | None = None) -> dict[str
 def load_pipeline(path: str | os.PathLike, overrides: Sequence[str] = (), device: str | None = None,
                   batch_size: int | None = None, amp: bool | None = None,
                   channels_last: bool | None = None, precision: str | Mapping[str, str] | None = None,
-                  compile: bool | None = None, backend: str | None = None) -> PosthocDetector:
+                  compile: bool | None = None, backend: str | None = None,
+                  segmenter: Any = None) -> PosthocDetector:
     """The detector of a pipeline file: ``synboost.load_pipeline("runs/demo/pipeline.yaml", device="cpu")(images)
     -> [{"anomaly": ..., "segmentation": ...}]``. ``overrides``: ``KEY=VALUE`` edits (``method=entropy``,
     ``score.ensemble=false``); the runtime arguments override the file's ``defaults`` (``precision``: ``fp32``,
     ``bf16``, ``mixed`` or per network, see :mod:`synboost.detectors.precision`; ``compile``: torch.compile;
-    ``backend``: torch, onnxruntime, openvino or tensorrt over the files of ``synboost export``)."""
+    ``backend``: torch, onnxruntime, openvino or tensorrt over the files of ``synboost export``); ``segmenter``: a
+    network in memory instead of the file's (``synboost.SegmenterAdapter(model, output_key="out")``)."""
     cfg = read_pipeline(path, overrides)
     return build_detector(cfg, Path(path).resolve().parent, device, batch_size, amp, channels_last, precision,
-                          compile, backend)
+                          compile, backend, segmenter)
 
 
 def _is_path(value: str) -> bool:
