@@ -108,7 +108,7 @@ SLOW_TESTS = ("test_a_moved_trained_run_infers_from_another_working_directory",
               "test_dynamic_segmenter_checkpoint_runs_at_any_size",
               "test_the_front_door_is_lazy_and_complete", "test_report_in_headless_chromium",
               "test_random_perceptual_vgg_is_the_same_in_every_process", "test_import_pebal",
-              "test_import_nvidia_segmenter")
+              "test_import_nvidia_segmenter", "test_synboost_end_to_end_with_a_torchvision_mobilenet_segmenter")
 
 
 def pytest_collection_modifyitems(config, items):
