@@ -204,7 +204,7 @@ def test_a_spec_class_map_maps_a_21_class_torchvision_network(tmp_path):
     voc = {2: "bicycle", 6: "bus", 7: "car", 14: "motorcycle", 15: "person", 19: "train", 0: "road"}
     spec = _spec(tmp_path, source="torchvision:deeplabv3_mobilenet_v3_large",
                  kwargs={"weights": None, "weights_backbone": None}, class_map=voc)
-    torch.manual_seed(0)  # the spec builds the network with random weights: the same as _mobilenet's
+    torch.manual_seed(123)  # the spec builds its random weights under its own seed (0): the same as _mobilenet's
     ad, _ = load_segmenter(spec)
     x = images_to_batch(_images(1), "cpu")
     with torch.no_grad():

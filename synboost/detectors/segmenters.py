@@ -14,6 +14,8 @@ stage of every detector (``components.segmenter`` of a pipeline file) and of the
     std: [0.229, 0.224, 0.225]
     input_size: []                    # [H, W] the network must see (a fixed-shape file); [] = the batch's own
     class_map: {}                     # network class -> train id or name (see synboost.models.adapter); {} = none
+    seed: 0                           # the builder runs under this torch seed: random weights are the same
+                                      # network in every process (training data and inference agree)
 
 Paths in a spec (``weights``, the file or folder of the source, a ``.py`` module) resolve against the spec file's
 folder. The network is probed once when it loads (one 1 x 3 x H x W batch of zeros) so that an output that is not
@@ -67,6 +69,7 @@ class SegmenterSpec:
     std: list = dataclasses.field(default_factory=lambda: IMAGENET_STD.tolist())
     input_size: list = dataclasses.field(default_factory=list)
     class_map: Any = None
+    seed: int = 0
     path: Path = Path("spec.yaml")
 
     @property
@@ -120,6 +123,8 @@ def read_segmenter_spec(path: str | os.PathLike) -> SegmenterSpec:
     for key, typ in (("kwargs", dict), ("mean", list), ("std", list), ("input_size", list)):
         if data.get(key) is not None and not isinstance(data[key], typ):
             raise ConfigError(f"{p}: '{key}' must be a {typ.__name__}, got {type(data[key]).__name__}")
+    if not isinstance(data.get("seed", 0), int) or isinstance(data.get("seed"), bool):
+        raise ConfigError(f"{p}: 'seed' must be an integer, got {data['seed']!r}")
     for key in ("weights", "weights_key"):
         if data.get(key) is not None and not isinstance(data[key], str):
             raise ConfigError(f"{p}: '{key}' must be a string (a path / a key), got {type(data[key]).__name__}")
@@ -138,7 +143,9 @@ def load_segmenter_spec(path: str | os.PathLike, device: torch.device | str = "c
     spec = read_segmenter_spec(path)
     where = str(spec.path)
     device = torch.device(device)
-    net = build_network(spec, device)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spec.seed)
+        net = build_network(spec, device)
     if spec.weights:
         if spec.scheme == "onnx":
             raise ConfigError(f"{where}: an ONNX file holds its weights; remove 'weights' from the spec")
