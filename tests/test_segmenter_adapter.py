@@ -445,3 +445,22 @@ def test_python_sources_and_weights_files(tmp_path):
     with pytest.raises(CheckpointError) as e:
         load_segmenter(_spec(tmp_path, "wrong.yaml", source="python:mynet.py:build", weights="wrong.pth"))
     _one_line(e, "wrong.pth")
+
+
+def test_the_stages_that_fine_tune_the_segmenter_refuse_a_spec_in_one_line(tmp_path):
+    """PEBAL and outlier re-training fine-tune the package's own segmenter, the density fit reads its features:
+    each refuses a segmenter spec with one line naming it (before reading it as a checkpoint)."""
+    from synboost.config import OutlierTrainingConfig, PebalConfig
+    from synboost.training.density import _check_segmenter
+    from synboost.training.outlier import OutlierTask
+    from synboost.training.pebal import PebalTask
+
+    spec = tmp_path / "mine.yaml"
+    spec.write_text("kind: synboost-segmenter-adapter\nsource: torchvision:deeplabv3_mobilenet_v3_large\n")
+    for make in (lambda: PebalTask(PebalConfig(segmenter=str(spec))),
+                 lambda: OutlierTask(OutlierTrainingConfig(segmenter=str(spec))),
+                 lambda: _check_segmenter(str(spec))):
+        with pytest.raises(ConfigError) as e:
+            make()
+        msg = str(e.value)
+        assert "\n" not in msg and str(spec) in msg and "is a segmenter spec" in msg

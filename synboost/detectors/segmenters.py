@@ -98,6 +98,17 @@ def is_segmenter_spec(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in SPEC_SUFFIXES
 
 
+def refuse_spec(path: str | os.PathLike, stage: str) -> None:
+    """One line for a training stage that needs the package's own segmenter checkpoint (its head is fine-tuned, its
+    features or statistics read) when it is given a segmenter spec."""
+    if path and is_segmenter_spec(path):
+        from synboost.errors import ConfigError
+
+        raise ConfigError(f"{path}: is a segmenter spec (bring-your-own network); {stage} needs the "
+                          "segmenter.safetensors of `synboost train segmentation` (a spec serves the detectors and the "
+                          "dissimilarity stage's data)")
+
+
 def read_segmenter_spec(path: str | os.PathLike) -> SegmenterSpec:
     """The :class:`SegmenterSpec` of a spec file; a missing file, bad YAML, another kind of file, an unknown key or
     source is one :class:`ConfigError` naming the file and the fix."""

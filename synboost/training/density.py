@@ -78,6 +78,9 @@ def _check_segmenter(path: str):
     if not path:
         raise ConfigError("density: 'segmenter' is empty; give the segmenter.safetensors to read features from "
                           "(from `synboost train segmentation`)")
+    from synboost.detectors.segmenters import refuse_spec
+
+    refuse_spec(path, "the density fit reads its features")
     try:
         meta = read_meta(path)
     except CheckpointError as e:

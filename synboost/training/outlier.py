@@ -76,8 +76,10 @@ class OutlierTask(Task):
         self.cfg, self.method, self.name = cfg, cfg.method, f"outlier-{cfg.method}"
         self.base_meta: dict | None = None
         if cfg.segmenter:
+            from synboost.detectors.segmenters import refuse_spec
             from synboost.hub.checkpoint import read_meta
 
+            refuse_spec(cfg.segmenter, "outlier re-training fine-tunes it")
             self.base_meta = read_meta(cfg.segmenter)
             if self.base_meta.get("kind") != "segmenter":
                 raise ConfigError(f"{cfg.segmenter}: is a '{self.base_meta.get('kind')}' checkpoint; 'segmenter' "

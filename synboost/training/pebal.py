@@ -134,6 +134,9 @@ class PebalTask(Task):
         from synboost.hub.checkpoint import read_meta
 
         self.cfg = cfg
+        from synboost.detectors.segmenters import refuse_spec
+
+        refuse_spec(cfg.segmenter, "PEBAL fine-tunes its head")
         self.base_meta = read_meta(cfg.segmenter)
         if self.base_meta.get("kind") != "segmenter":
             raise ConfigError(f"{cfg.segmenter}: is a '{self.base_meta.get('kind')}' checkpoint; 'segmenter' must be "
