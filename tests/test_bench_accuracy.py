@@ -18,10 +18,11 @@ def pipe(stages, tmp_path):
 
 
 def test_fp32_is_the_reference_and_every_row_is_scored(stages, tiny_world, tmp_path):
-    variants = ["fp32 + channels_last"] + (["bf16 + channels_last"] if runtime.cpu_bf16_supported() else [])
+    variants = ["fp32-cl"] + (["bf16 + channels_last"] if runtime.cpu_bf16_supported() else [])
     rows = run_accuracy_benchmark(pipe(stages, tmp_path), f"synthetic:{tiny_world}", tmp_path / "acc.json",
                                   variants=variants, methods=["synboost", "entropy"], max_images=6)
-    assert [r["variant"] for r in rows] == ["fp32"] + variants  # the reference is run first even if not asked
+    # the reference is run first even if not asked; short names and full labels both name a variant
+    assert [r["variant"] for r in rows] == ["fp32", "fp32 + channels_last"] + variants[1:]
     ref = rows[0]
     assert ref["equal labels %"] == 100.0 and ref["spearman"] == pytest.approx(1.0) and ref["within_bound"]
     for r in rows:
@@ -34,7 +35,7 @@ def test_fp32_is_the_reference_and_every_row_is_scored(stages, tiny_world, tmp_p
 
 
 def test_an_unknown_variant_is_one_line_with_the_choices(stages, tiny_world, tmp_path):
-    with pytest.raises(ConfigError, match="unknown variant 'fp16'.*choose from: fp32"):
+    with pytest.raises(ConfigError, match="bench accuracy: unknown variant 'fp16'; choose from: fp32, fp32-cl, mixed"):
         run_accuracy_benchmark(pipe(stages, tmp_path), f"synthetic:{tiny_world}", variants=["fp16"])
 
 

@@ -71,7 +71,9 @@ def _variant(det, label: str, folder: Path, images):
         return run, ""
     if backend == "openvino" and not importlib.util.find_spec("openvino"):
         return None, "openvino is not installed (pip install 'synboost[export]')"
-    nets = {"segmenter": det.model, "generator": det.generator, "vgg": det.vgg19, "dissimilarity": det.dissim}
+    nets = {n: getattr(det, a) for n, a in (("segmenter", "model"), ("pebal", "pebal_model"),
+                                             ("generator", "generator"), ("vgg", "vgg19"), ("dissimilarity", "dissim"))
+            if getattr(det, a, None) is not None}
     sources = {n: f"{n} of the pipeline under test" for n in nets}
     fmt = "openvino" if backend == "openvino" else "onnx"
     marker = folder / ("segmenter.xml" if fmt == "openvino" else "segmenter.onnx.json")
@@ -95,16 +97,12 @@ def run_accuracy_benchmark(pipeline: str | os.PathLike, data: str, out_json: str
                            max_images: int | None = None) -> list[dict]:
     """Score ``data`` (a labelled anomaly split, ``KIND:DIR``) with ``pipeline`` in each variant; returns the rows
     (also printed as a table and written to ``out_json``)."""
-    from synboost.bench.speed import device_info, format_rows
+    from synboost.bench.speed import device_info, format_rows, pick_variants
     from synboost.data.kinds import open_dataset
     from synboost.detectors.pipeline import load_pipeline
-    from synboost.errors import ConfigError
     from synboost.metrics.pixel import pixel_metrics
 
-    chosen = list(variants or VARIANTS)
-    unknown = [v for v in chosen if v not in VARIANTS]
-    if unknown:
-        raise ConfigError(f"bench accuracy: unknown variant {unknown[0]!r}; choose from: " + "; ".join(VARIANTS))
+    chosen = list(pick_variants(variants or list(VARIANTS), VARIANTS, SHORT, "accuracy"))
     chosen = ["fp32"] + [v for v in chosen if v != "fp32"]  # the reference comes first
     det = load_pipeline(pipeline, device="cpu")
     methods = list(methods or [m for m in ("synboost", "dissimilarity", "entropy", "maxlogit", "energy")
