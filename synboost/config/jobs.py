@@ -109,7 +109,9 @@ class DemoConfig:
     are small versions of the real ones (a tiny DeepLabV3+, a narrow SPADE generator, a dissimilarity network at
     a quarter of the official width), trained from scratch since no ImageNet weights can be assumed offline;
     synthesis and dissimilarity run at half the segmentation resolution per side (the official ratio is 1/4).
-    PEBAL fine-tunes the same segmenter's head and is scored in the same table."""
+    PEBAL fine-tunes the same segmenter's head and is scored in the same table. Every stage trains under bf16
+    autocast where the CPU has bf16 units (``train.amp_cpu``; detected, fp32 elsewhere): on the 2-core AVX512-BF16
+    machine the demo took 439 s instead of 587 s with the same validation quality (README)."""
 
     out: str = "runs/demo"
     world: SyntheticWorldConfig = dataclasses.field(
@@ -119,21 +121,21 @@ class DemoConfig:
         model=SegModelConfig(backbone="tiny", pretrained=False, aspp_dim=64, decoder_dim=64, width=24),
         data=SegDataConfig(train="synthetic:runs/demo/world@train", val="synthetic:runs/demo/world@val",
                            crop=[128, 256], scale_min=0.75, scale_max=1.5),
-        train=LoopConfig(epochs=12, batch_size=8, lr=0.05, workers=0, log_every=10),
+        train=LoopConfig(epochs=12, batch_size=8, lr=0.05, workers=0, log_every=10, amp_cpu=True),
     ))
     synthesis: SynthesisConfig = dataclasses.field(default_factory=lambda: SynthesisConfig(
         out="runs/demo/synthesis",
         model=SynthesisModelConfig(ngf=16, num_upsampling=4, z_dim=64, nef=16, encoder_size=128, ndf=32, n_layers_d=3,
                              spade_hidden=32),
         data=SynthesisDataConfig(size=[64, 128]),
-        train=LoopConfig(epochs=4, batch_size=4, lr=4e-4, weight_decay=0.0, workers=0, log_every=10),
+        train=LoopConfig(epochs=4, batch_size=4, lr=4e-4, weight_decay=0.0, workers=0, log_every=10, amp_cpu=True),
         lambda_vgg=0.0, lambda_l1=30.0, lambda_kld=0.005, vgg_pretrained=False, sample_every=100, val_images=16,
     ))
     dissimilarity: DissimilarityConfig = dataclasses.field(default_factory=lambda: DissimilarityConfig(
         out="runs/demo/dissimilarity", perceptual_vgg_pretrained=False,
         model=DissimModelConfig(width=0.25, vgg_pretrained=False),
         data=DissimDataConfig(size=[64, 128], variants=2),
-        train=LoopConfig(epochs=8, batch_size=4, lr=5e-4, weight_decay=0.0, workers=0, log_every=20),
+        train=LoopConfig(epochs=8, batch_size=4, lr=5e-4, weight_decay=0.0, workers=0, log_every=20, amp_cpu=True),
     ))
     pebal: PebalConfig = dataclasses.field(default_factory=lambda: PebalConfig(
         out="runs/demo/pebal",
@@ -144,7 +146,7 @@ class DemoConfig:
         data=PebalDataConfig(outliers="synthetic", mix_ratio=0.5, object_shapes=["blob", "poly", "box"],
                              object_fills=["solid", "noise", "gradient"], crop=[128, 256], scale_min=0.75,
                              scale_max=1.5, val_images=0),
-        train=LoopConfig(epochs=6, batch_size=8, lr=1e-3, weight_decay=0.0, workers=0, log_every=10),
+        train=LoopConfig(epochs=6, batch_size=8, lr=1e-3, weight_decay=0.0, workers=0, log_every=10, amp_cpu=True),
     ))
     methods: list[str] = dataclasses.field(default_factory=lambda: ["msp", "maxlogit", "entropy", "energy", "sml",
                                                                     "pebal", "dissimilarity", "synboost"])
