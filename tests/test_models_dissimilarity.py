@@ -72,3 +72,26 @@ def test_bad_inputs():
         net(torch.randn(1, 3, 16, 32), torch.randn(1, 3, 16, 32), seg, torch.rand(1, 2, 16, 32))
     with pytest.raises(ValueError, match="unknown priors"):
         DissimilarityNet(priors=("depth",))
+
+
+def test_a_narrow_network_takes_a_full_width_pretrained_encoder(tmp_path):
+    """encoder_width=1.0 under width=0.25: the encoder is torchvision's VGG16 up to relu4_3 (its weights load from
+    a vgg16().features state dict), the decoders stay narrow, and the forward gives 2-class logits."""
+    import torchvision
+
+    from synboost.models.vgg import load_imagenet_vgg
+
+    torch.manual_seed(0)
+    net = DissimilarityNet(width=0.25, encoder_width=1.0)
+    narrow = DissimilarityNet(width=0.25)
+    assert net.vgg_encoder.channels == (64, 128, 256, 512) and narrow.vgg_encoder.channels == (16, 32, 64, 128)
+    assert net.conv1[0].out_channels == narrow.conv1[0].out_channels == 64  # the decoder's width is width's
+    ref = torchvision.models.vgg16()
+    sd = {f"features.{k}": v for k, v in ref.features.state_dict().items()}
+    torch.save(sd, tmp_path / "vgg16-397923af.pth")
+    load_imagenet_vgg(net.vgg_encoder, 16, tmp_path)
+    assert torch.equal(net.vgg_encoder.layer1[0].weight, ref.features[0].weight)
+    x = torch.randn(1, 3, 32, 64)
+    out = net(x, x, torch.zeros(1, 19, 32, 64), torch.rand(1, 3, 32, 64))
+    assert out.shape == (1, 2, 32, 64)
+    assert DissimilarityNet(width=0.5).encoder_width == 0.5  # default: the network's width

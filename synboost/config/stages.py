@@ -140,6 +140,8 @@ class DissimModelConfig:
     correlation: bool = True
     spade: str = "decoder"  #: decoder | encoder | both | none
     width: float = 1.0  #: 1.0 = the official network; smaller for CPU training from scratch
+    #: the VGG16 encoder's own width (0 = ``width``); 1.0 takes a full-width pretrained VGG16 under a narrow network
+    encoder_width: float = 0.0
     vgg_pretrained: bool = True  #: ImageNet VGG16 initialisation of the encoder (vgg16-397923af.pth, local file)
     vgg_path: str = ""
 

@@ -115,7 +115,7 @@ def build_generator(m: SynthesisModelConfig, size) -> torch.nn.Module:
 def build_dissimilarity(m: DissimModelConfig) -> torch.nn.Module:
     """The dissimilarity network of a :class:`DissimModelConfig`."""
     return create_model("dissimilarity", semantic=m.semantic, priors=tuple(m.priors), correlation=m.correlation,
-                        spade=m.spade, width=m.width)
+                        spade=m.spade, width=m.width, encoder_width=m.encoder_width or None)
 
 
 def build_ccfpse(**kwargs) -> torch.nn.Module:

@@ -14,7 +14,9 @@ Switches: ``semantic`` (semantic encoder on/off), ``priors`` (any subset of entr
 'none'). The official code builds the prior encoder only with the semantic encoder (so semantic=False with priors
 fails there); here they are independent. ``spade='encoder'`` conditions every VGG conv on the label map with SPADE
 (the official VGGSPADE idea; no released checkpoint uses it, so its names are our own).
-``width`` scales every channel count (1.0 = the official network; 0.25 trains on a CPU in minutes).
+``width`` scales every channel count (1.0 = the official network; 0.25 trains on a CPU in minutes);
+``encoder_width`` (default: ``width``) scales the VGG16 encoder alone, so that a narrow network can still start from
+a full-width pretrained VGG16 (ImageNet's, or the world-pretrained one of ``synboost train backbone``).
 Input height and width must be divisible by 8.
 """
 from __future__ import annotations
@@ -92,7 +94,8 @@ class DissimilarityNet(nn.Module):
     per-scale correlation, a semantic encoder, the prior maps, and SPADE-conditioned decoders at four scales; two
     output channels (inlier, anomaly)."""
     def __init__(self, num_classes: int = 19, semantic: bool = True, priors: Sequence[str] = PRIOR_NAMES,
-                 correlation: bool = True, spade: str = "decoder", width: float = 1.0):
+                 correlation: bool = True, spade: str = "decoder", width: float = 1.0,
+                 encoder_width: float | None = None):
         super().__init__()
         unknown = set(priors) - set(PRIOR_NAMES)
         if unknown:
@@ -102,14 +105,16 @@ class DissimilarityNet(nn.Module):
         self.num_classes, self.semantic, self.correlation, self.spade = num_classes, semantic, correlation, spade
         self.priors = tuple(p for p in PRIOR_NAMES if p in priors)  # canonical order, as the official concat
         self.width = width
+        self.encoder_width = width if encoder_width is None else encoder_width
 
         def w(c: int) -> int:
             return max(1, int(round(c * width)))
         if spade in ("encoder", "both"):
-            self.vgg_encoder = SPADEVGGEncoder(num_classes, width)
+            self.vgg_encoder = SPADEVGGEncoder(num_classes, self.encoder_width)
         else:
-            self.vgg_encoder = VGG16Encoder(width=width)
-        v = [w(c) for c in (64, 128, 256, 512)]  # encoder channels at the 4 scales
+            self.vgg_encoder = VGG16Encoder(width=self.encoder_width)
+        # encoder channels at the 4 scales (those of a pretrained VGG16 when encoder_width is 1.0)
+        v = [max(1, int(round(c * self.encoder_width))) for c in (64, 128, 256, 512)]
         if semantic:
             self.semantic_encoder = SemanticEncoder(num_classes, w(32))
         if self.priors:

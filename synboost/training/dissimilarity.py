@@ -164,9 +164,9 @@ class DissimilarityTask(Task):
         if m.vgg_pretrained:
             from synboost.models.vgg import VGG16Encoder, load_imagenet_vgg
 
-            if not isinstance(net.vgg_encoder, VGG16Encoder) or m.width != 1.0:
-                raise ConfigError("ImageNet VGG16 weights fit only width=1.0 with spade decoder/none; "
-                                  "set model.vgg_pretrained=false")
+            if not isinstance(net.vgg_encoder, VGG16Encoder) or net.encoder_width != 1.0:
+                raise ConfigError("pretrained VGG16 weights fit a full-width encoder with spade decoder/none: set "
+                                  "model.encoder_width=1.0 (the rest may stay narrow), or model.vgg_pretrained=false")
             load_imagenet_vgg(net.vgg_encoder, 16, m.vgg_path or None, disable_hint="model.vgg_pretrained=false")
         return net
 
