@@ -5,6 +5,9 @@ from __future__ import annotations
 import dataclasses
 
 from synboost.config.stages import (
+    BackboneConfig,
+    BackboneDataConfig,
+    BackboneNetConfig,
     DensityConfig,
     DensityDataConfig,
     DensityModelConfig,
@@ -150,6 +153,15 @@ class DemoConfig:
     ))
     methods: list[str] = dataclasses.field(default_factory=lambda: ["msp", "maxlogit", "entropy", "energy", "sml",
                                                                     "pebal", "dissimilarity", "synboost"])
+    #: world-pretrained VGG16 / VGG19 (the ``backbone`` stage below, on the world's training split), the offline
+    #: stand-in for the official code's ImageNet VGGs: the generator's perceptual loss and LPIPS, the perceptual
+    #: difference and the dissimilarity encoder (then full width: ``encoder_width`` 1.0) all start from them;
+    #: false = random VGGs everywhere (the ablation)
+    pretrained_trunks: bool = False
+    backbone: BackboneConfig = dataclasses.field(default_factory=lambda: BackboneConfig(
+        out="runs/demo/backbone", backbone=BackboneNetConfig(depth=[16, 19], head_dim=64, edges=True),
+        data=BackboneDataConfig(size=[64, 128], crop=[64, 128], scale_min=0.75, scale_max=1.25),
+        train=LoopConfig(epochs=2, batch_size=8, lr=2e-4, weight_decay=1e-4, workers=0, log_every=10, amp_cpu=True)))
     #: the training seed of every stage (``synboost demo --seed``): initialisation, data order, augmentation,
     #: anomaly data; the world keeps ``world.seed``, so every seed trains and scores on the same scenes
     seed: int = 0

@@ -128,6 +128,9 @@ class SynthesisConfig:
     lambda_l1: float = 0.0  #: pixel L1 to the real image (not in SPADE; speeds up short CPU runs)
     vgg_pretrained: bool = True  #: ImageNet VGG19 for the perceptual loss (vgg19-dcbb9e9d.pth, local file)
     vgg_path: str = ""
+    #: also score validation by LPIPS (of the generator and of the mean-colour painting) with this VGG16 trunk
+    #: file: torchvision's ImageNet file, or vgg16-<name>.safetensors of `synboost train backbone`; "" = L1 only
+    lpips_path: str = ""
     sample_every: int = 200  #: steps between sample grids (label | real | redrawn) in <out>/samples
     val_images: int = 32
 

@@ -86,7 +86,9 @@ def run_ablation(cfg: AblationConfig, resume: bool = True) -> dict:
             trained[key] = Path(dis.out) / "dissimilarity.safetensors"
         pipe = write_pipeline_file(out / f"{name}.pipeline.yaml", method=method, segmenter=dis.segmenter,
                                    generator=dis.generator, dissimilarity=str(trained[key]),
-                                   perceptual_vgg_pretrained=dis.perceptual_vgg_pretrained)
+                                   perceptual_vgg_pretrained=dis.perceptual_vgg_pretrained,
+                                   perceptual_vgg_path=str(Path(dis.perceptual_vgg_path).resolve())
+                                   if dis.perceptual_vgg_path else "")
         g, c = Gallery(keep=72), {}  # a wider net: more of the shown images keep every variant's view
         rep = evaluate(load_pipeline(pipe), test, [method], out / "eval" / name, dataset_name=name, progress=False,
                        curves=c, gallery=g, html=False)

@@ -56,7 +56,9 @@ def run_demo(cfg: DemoConfig, quick: bool = False, resume: bool = True) -> dict:
         generator=str(Path(dis.generator).resolve()),
         dissimilarity=str((Path(dis.out) / "dissimilarity.safetensors").resolve()),
         pebal=str((Path(cfg.pebal.out) / "pebal.safetensors").resolve()),
-        perceptual_vgg_pretrained=dis.perceptual_vgg_pretrained, batch_size=seg.train.batch_size)
+        perceptual_vgg_pretrained=dis.perceptual_vgg_pretrained,
+        perceptual_vgg_path=str(Path(dis.perceptual_vgg_path).resolve()) if dis.perceptual_vgg_path else "",
+        batch_size=seg.train.batch_size)
     det = load_pipeline(pipe)
     gallery, curves = Gallery(), {}
     report = evaluate(det, open_dataset(f"synthetic:{w.out}"), cfg.methods, out / "eval",
@@ -73,7 +75,9 @@ def run_demo(cfg: DemoConfig, quick: bool = False, resume: bool = True) -> dict:
             f"(epoch {val['segmentation']['epoch']})\n"
             f"- generator L1 to the real held-out images: {sv['l1']:.4f} (epoch {sv['epoch']}; per-class "
             f"mean-colour painting: "
-            f"{sv['l1_mean_colour_painting']:.4f})\n"
+            f"{sv['l1_mean_colour_painting']:.4f})"
+            + (f"; LPIPS (world-pretrained VGG16 trunk) {sv['lpips']:.4f} (painting: "
+               f"{sv['lpips_mean_colour_painting']:.4f})" if "lpips" in sv else "") + "\n"
             f"- dissimilarity AP on held-out training anomalies: {100 * dv['heldout_ap']:.1f} (epoch {dv['epoch']})\n"
             f"- PEBAL on held-out scenes with pasted outliers: AP {100 * val['pebal']['ap']:.1f} (the base "
             f"segmenter's energy: {100 * pb['ap']:.1f}), mIoU {100 * val['pebal']['miou']:.1f} (base: "
@@ -97,6 +101,8 @@ def run_demo(cfg: DemoConfig, quick: bool = False, resume: bool = True) -> dict:
 SEED_FIGURES = (("segmenter mIoU", ("stages", "segmentation", "score"), 100),
                 ("generator L1", ("stages", "synthesis", "l1"), 1),
                 ("mean-colour painting L1", ("stages", "synthesis", "l1_mean_colour_painting"), 1),
+                ("generator LPIPS", ("stages", "synthesis", "lpips"), 1),
+                ("mean-colour painting LPIPS", ("stages", "synthesis", "lpips_mean_colour_painting"), 1),
                 ("dissimilarity held-out AP", ("stages", "dissimilarity", "heldout_ap"), 100),
                 ("PEBAL validation AP", ("stages", "pebal", "ap"), 100))
 
@@ -122,9 +128,11 @@ def summarise_seeds(summaries: dict[int, dict]) -> dict:
         for k in seeds:
             v = summaries[k]
             for key in path:
-                v = v[key]
-            vals.append(scale * float(v))
-        figures[label] = stat(vals)
+                v = v.get(key) if isinstance(v, dict) else None
+            if v is not None:
+                vals.append(scale * float(v))
+        if len(vals) == len(seeds):  # a figure every seed has (LPIPS only with the world-pretrained trunks)
+            figures[label] = stat(vals)
     methods: dict[str, dict] = {}
     for k in seeds:
         for row in summaries[k]["report"]["results"]:
@@ -141,7 +149,7 @@ def seeds_markdown(agg: dict) -> str:
     lines = [f"# synboost demo over {n} seeds ({', '.join(map(str, agg['seeds']))}): mean +- std (population std "
              "over seeds)", "", "| figure | mean +- std | per seed |", "|---|---:|---|"]
     for label, st in agg["figures"].items():
-        digits = 4 if "L1" in label else 1
+        digits = 4 if "L1" in label or "LPIPS" in label else 1
         lines.append(f"| {label} | {st['mean']:.{digits}f} +- {st['std']:.{digits}f} | "
                      + ", ".join(f"{v:.{digits}f}" for v in st["values"]) + " |")
     lines += ["", "| method | AP | FPR95 | AUROC | AP per seed |", "|---|---:|---:|---:|---|"]

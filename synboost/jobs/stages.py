@@ -52,6 +52,38 @@ def place_stages(cfg: DemoConfig) -> None:
     cfg.dissimilarity.data.train = train
     cfg.dissimilarity.segmenter = str(out / "segmentation" / "segmenter.safetensors")
     cfg.dissimilarity.generator = str(out / "synthesis" / "generator.safetensors")
+    bb = getattr(cfg, "backbone", None)
+    if bb is not None:
+        bb.out = str(out / "backbone")
+        bb.data.train, bb.data.val = train, val
+        if cfg.pretrained_trunks:
+            vgg16, vgg19 = trunk_files(bb)
+            syn, dis = cfg.synthesis, cfg.dissimilarity
+            syn.vgg_pretrained, syn.vgg_path, syn.lpips_path = True, vgg19, vgg16
+            dis.model.vgg_pretrained, dis.model.vgg_path, dis.model.encoder_width = True, vgg16, 1.0
+            dis.perceptual_vgg_pretrained, dis.perceptual_vgg_path = True, vgg19
+
+
+def trunk_files(bb) -> tuple[str, str]:
+    """The VGG16 and VGG19 files the backbone stage ``bb`` writes."""
+    return tuple(str(Path(bb.out) / f"vgg{d}-{bb.name}.safetensors") for d in (16, 19))  # type: ignore[return-value]
+
+
+def backbone_done(bb) -> bool:
+    """The backbone stage's folder holds a finished run of exactly this config (each depth's run and its trunk)."""
+    import dataclasses
+
+    summary = Path(bb.out) / "summary.json"
+    if not summary.is_file() or not json.loads(summary.read_text()).get("finished"):
+        return False
+    for d in (int(x) for x in bb.backbone.depth):
+        sub = dataclasses.replace(bb, out=str(Path(bb.out) / f"vgg{d}"),
+                                  backbone=dataclasses.replace(bb.backbone, depth=[d]))
+        conf = Path(sub.out) / "config.yaml"
+        if not (Path(bb.out) / f"vgg{d}-{bb.name}.safetensors").is_file() or not conf.is_file() or \
+                conf.read_text() != yaml.safe_dump(to_dict(sub), sort_keys=False):
+            return False
+    return True
 
 
 def run_step(title: str, done: bool, run: Callable[[], object], times: dict, key: str) -> bool:
@@ -81,6 +113,14 @@ def prepare_stages(cfg: DemoConfig, resume: bool = True, dissimilarity: bool = T
     w, seg, syn, dis, peb = cfg.world, cfg.segmentation, cfg.synthesis, cfg.dissimilarity, cfg.pebal
     ran = run_step(f"[1/6] synthetic world: {w.n} scenes of {w.height}x{w.width} -> {w.out}",
                 resume and world_is_current(w), lambda: write_world(w), times, "world")
+    ran_bb = False
+    if getattr(cfg, "pretrained_trunks", False):
+        from synboost.training.backbone import train_backbone
+
+        bb = cfg.backbone
+        ran_bb = run_step(f"[1b]  backbone: VGG16 and VGG19 pretrained on the world (dense supervision), "
+                        f"{bb.train.epochs} epochs each", resume and not ran and backbone_done(bb),
+                        lambda: train_backbone(bb, resume=resume and not ran), times, "backbone")
     ran |= run_step(f"[2/6] segmentation: DeepLabV3+ ({seg.model.backbone} trunk), {seg.train.epochs} epochs",
                  resume and not ran and stage_done(seg, "segmenter.safetensors"),
                  lambda: train_segmentation(seg, resume=resume and not ran), times, "segmentation")
@@ -89,9 +129,9 @@ def prepare_stages(cfg: DemoConfig, resume: bool = True, dissimilarity: bool = T
               f"{peb.train.epochs} epochs", resume and not ran and stage_done(peb, "pebal.safetensors"),
               lambda: train_pebal(peb, resume=resume and not ran), times, "pebal")
     ran_syn = run_step(f"[4/6] synthesis: SPADE generator at {syn.data.size[0]}x{syn.data.size[1]}, {syn.train.epochs} "
-                    "epochs", resume and not ran and stage_done(syn, "generator.safetensors"),
+                    "epochs", resume and not ran and not ran_bb and stage_done(syn, "generator.safetensors"),
                     lambda: train_synthesis(syn, resume=resume and not ran), times, "synthesis")
-    ran |= ran_syn
+    ran |= ran_syn | ran_bb
     if dissimilarity:
         run_step(f"[5/6] dissimilarity: anomaly data (label switching + void) and {dis.train.epochs} epochs",
               resume and not ran and stage_done(dis, "dissimilarity.safetensors"),

@@ -91,6 +91,7 @@ class SynthesisTask(Task):
         self.vgg = None
         self._val = None
         self._colours = None
+        self._lpips = None
         self.weights = GANLossWeights(gan=1.0, feat=cfg.lambda_feat, vgg=cfg.lambda_vgg, kld=cfg.lambda_kld)
 
     # -- model, optimisers, data ---------------------------------------------------------------------------
@@ -172,15 +173,36 @@ class SynthesisTask(Task):
         gen.eval()
         if self._colours is None:
             self._colours = class_mean_colours(open_dataset(self.cfg.data.train), self.cfg.data.size)
-        l1, l1_paint, n = 0.0, 0.0, 0
+        lp = self._lpips_net(device)
+        l1, l1_paint, lp_gen, lp_paint, n = 0.0, 0.0, 0.0, 0.0, 0
         for real, labels in self._val_batches():
             real, labels = real.to(device), labels.to(device)
             fake = gen(generator_input(gen, labels), real if gen.use_vae else None, deterministic=True)
+            paint = paint_by_class(labels, self._colours)
             l1 += float((fake - real).abs().mean()) * len(real) / 2  # in [0, 1] units
-            l1_paint += float((paint_by_class(labels, self._colours) - real).abs().mean()) * len(real) / 2
+            l1_paint += float((paint - real).abs().mean()) * len(real) / 2
+            if lp is not None:  # images in [-1, 1], as lpips takes them
+                lp_gen += float(lp(fake.float().clamp(-1, 1), real).mean()) * len(real)
+                lp_paint += float(lp(paint.to(real.dtype), real).mean()) * len(real)
             n += len(real)
         gen.train()
-        return {"score": -l1 / max(n, 1), "l1": l1 / max(n, 1), "l1_mean_colour_painting": l1_paint / max(n, 1)}
+        n = max(n, 1)
+        out = {"score": -l1 / n, "l1": l1 / n, "l1_mean_colour_painting": l1_paint / n}
+        if lp is not None:
+            out.update({"lpips": lp_gen / n, "lpips_mean_colour_painting": lp_paint / n})
+        return out
+
+    def _lpips_net(self, device) -> nn.Module | None:
+        """LPIPS for the validation (``lpips_path``: a trunk file; a ``.safetensors`` trunk of ``synboost train
+        backbone`` gets lpips' baseline form, every channel weighted alike), or None."""
+        if not self.cfg.lpips_path:
+            return None
+        if self._lpips is None:
+            from synboost.detectors.perceptual import build_lpips
+
+            self._lpips = build_lpips(path=self.cfg.lpips_path,
+                                      linear=not str(self.cfg.lpips_path).endswith(".safetensors")).to(device)
+        return self._lpips
 
     @torch.no_grad()
     def after_step(self, model: SynthesisGAN, step: int, out_dir: Path) -> None:
