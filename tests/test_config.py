@@ -60,7 +60,13 @@ def test_every_shipped_config_loads():
                "ablation": AblationConfig, "data": SyntheticWorldConfig, "pebal": PebalConfig,
                "density": DensityConfig, "compare": CompareConfig, "outlier": OutlierTrainingConfig,
                "backbone": BackboneConfig}
-    assert {p.name for p in (root / "configs").iterdir() if p.is_dir()} <= set(schemas) | {"reproduce"}
+    assert {p.name for p in (root / "configs").iterdir() if p.is_dir()} <= set(schemas) | {"reproduce", "segmenter"}
+    from synboost.detectors.segmenters import read_segmenter_spec
+
+    specs = sorted((root / "configs" / "segmenter").glob("*.yaml"))
+    assert specs
+    for f in specs:  # segmenter specs (bring your own network) are read by their own reader
+        read_segmenter_spec(f)
     for folder, schema in schemas.items():
         files = sorted((root / "configs" / folder).glob("*.yaml"))
         assert files, folder

@@ -80,12 +80,14 @@ class PipelineDefaults:
 
     device: str = "auto"
     batch_size: int = 4
-    amp: bool = True  #: bf16 autocast on CUDA (ignored on the CPU); what precision 'auto' follows
-    channels_last: bool = False  #: NHWC networks and batches (faster convolutions on CUDA, and needed for the CPU's
-    #: bf16 units to be fast; see BENCHMARKS.md)
-    #: each network's dtype: auto (bf16 on CUDA when amp, fp32 on the CPU) | fp32 | bf16 | mixed (segmenter fp32,
-    #: the rest bf16) | segmenter:fp32,generator:bf16,vgg:bf16,dissimilarity:bf16; bf16 where the device has no bf16
-    #: unit runs fp32 (said in one line); scores, softmaxes and the fusion are always fp32
+    amp: bool = True  #: what precision 'auto' follows: bf16 where the device has bf16 units (false: fp32)
+    #: NHWC networks and batches (faster convolutions on CUDA, and needed for the CPU's bf16 units to be fast; see
+    #: BENCHMARKS.md); unset (null): on where a network runs bf16 on the CPU
+    channels_last: bool | None = None
+    #: each network's dtype: auto (bf16 where the device has bf16 units, CUDA or such a CPU, when amp; else fp32) |
+    #: fp32 | bf16 | mixed (segmenter fp32, the rest bf16) | segmenter:fp32,generator:bf16,vgg:bf16,dissimilarity:bf16;
+    #: bf16 where the device has no bf16 unit runs fp32 (said in one line); scores, softmaxes and the fusion are
+    #: always fp32
     precision: str = "auto"
     compile: bool = False  #: torch.compile the networks (inductor, static shapes; the first batch compiles)
     backend: str = "torch"  #: torch | onnxruntime | openvino | tensorrt (onnxruntime's TensorRT provider): the

@@ -81,7 +81,7 @@ class PosthocDetector:
     def __init__(self, segmenter: torch.nn.Module, method: str = "entropy", sml_stats=None, input_size=None,
                  batch_size: int = 4, mc_samples: int = 8, device: torch.device | str = "cpu", amp: bool = False,
                  pebal_model: torch.nn.Module | None = None, density: DensityScorer | None = None,
-                 channels_last: bool = False, precision: str | Mapping[str, str] | None = "auto",
+                 channels_last: bool | None = None, precision: str | Mapping[str, str] | None = "auto",
                  compile: bool = False):
         self.model, self.method, self.sml_stats = segmenter, method, sml_stats
         self.pebal_model, self.density = pebal_model, density
@@ -92,10 +92,13 @@ class PosthocDetector:
         self.device = torch.device(device)
         self.amp = amp  #: with precision 'auto': bf16 autocast on CUDA (the scores are computed in float32)
         self.backend = "torch"  #: torch | onnxruntime | openvino | tensorrt (set by detectors.runtimes)
-        # NHWC memory format for the networks and the input batches (faster convolutions on CUDA and on oneDNN
-        # CPUs; the maps equal the NCHW ones up to float rounding)
-        self.set_channels_last(channels_last)
         self.set_precision(precision)
+        # NHWC memory format for the networks and the input batches (faster convolutions on CUDA and on oneDNN
+        # CPUs; the maps equal the NCHW ones up to float rounding); None: on where a network runs bf16 on the CPU
+        # (oneDNN's bf16 convolutions are fast in NHWC)
+        if channels_last is None:
+            channels_last = self.device.type == "cpu" and "bf16" in self.precision.values()
+        self.set_channels_last(channels_last)
         self.compiled, self._warmup = False, WarmUp()
         if compile:
             self.set_compile()

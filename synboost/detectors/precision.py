@@ -7,7 +7,8 @@ in its own autocast region (weights and activations in bf16 where autocast puts 
 units through oneDNN, fastest in channels_last); what leaves a region is cast back to float32, so every score,
 softmax and the final fusion is computed in float32. Spellings::
 
-    auto                                   # today's default: bf16 on CUDA when `amp`, fp32 on the CPU
+    auto                                   # the default: bf16 where the device has bf16 units (CUDA, a CPU with
+                                           # AVX512-BF16 / AMX) when `amp`, else fp32
     fp32 | bf16                            # every network
     mixed                                  # segmenter fp32, the rest bf16 (the labels stay those of fp32)
     segmenter:fp32,generator:bf16,...      # per network; networks not named are fp32
@@ -77,16 +78,17 @@ def describe(precision: Mapping[str, str]) -> str:
 
 def resolve_precision(spec: str | Mapping[str, str] | None, device: torch.device | str, amp: bool = True,
                       backend: str = "torch") -> dict[str, str]:
-    """Each network's dtype as it will run on ``device`` with ``backend``. ``auto``: with torch, bf16 on CUDA
-    when ``amp``, else fp32 (the defaults before per-network precision existed); with onnxruntime / OpenVINO,
-    fp32. bf16 asked for where it cannot run (a CPU without bf16 units, a GPU without bf16, onnxruntime) gives
+    """Each network's dtype as it will run on ``device`` with ``backend``. ``auto``: with torch and ``amp``,
+    bf16 on CUDA and on a CPU with bf16 units (chosen by ``synboost bench accuracy`` on the trained demo pipeline:
+    every variant within 0.3 AP and 1 FPR95 point of fp32, see BENCHMARKS.md), else fp32; with onnxruntime /
+    OpenVINO, fp32. bf16 asked for where it cannot run (a CPU without bf16 units, a GPU without bf16, onnxruntime) gives
     fp32 everywhere, with one line on stderr that says so."""
     from synboost import runtime
 
     device = torch.device(device)
     asked = parse_precision(spec)
     if asked is None:
-        bf16 = backend == "torch" and device.type == "cuda" and amp
+        bf16 = backend == "torch" and amp and runtime.bf16_supported(device)
         return dict(PRESETS["bf16" if bf16 else "fp32"])
     wanted = [n for n in NETWORKS if asked[n] == "bf16"]
     if not wanted:
