@@ -68,7 +68,7 @@ def test_density_scores_come_from_the_segmenter_pass(tiny_world, fitted):
     from synboost.detectors.posthoc import PosthocDetector
 
     s, _ = fitted
-    det = load_pipeline(s["pipeline"])
+    det = load_pipeline(s["pipeline"], precision="fp32")  # compared below with a plain fp32 segmenter pass
     images = [open_dataset(f"synthetic:{tiny_world}")[i]["image"] for i in range(3)]
     every = det.score_all(images)
     assert every[0]["knn"].shape == images[0].shape[:2] and every[0]["knn"].dtype == np.float32

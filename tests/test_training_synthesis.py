@@ -84,3 +84,25 @@ def test_ddp_two_cpu_processes(tiny_world, tmp_path):
     sd, meta = load_model(out / "generator.safetensors", "generator")
     assert not any(k.startswith("module.") for k in sd)  # the DDP wrapper's prefix never reaches the checkpoint
     assert logged_steps(out) == [1, 2]
+
+
+def test_validation_scores_lpips_of_the_generator_and_of_the_painting(tiny_world, tmp_path):
+    """lpips_path (a VGG16 trunk in torchvision's layout, here a random one saved as .safetensors): validation
+    reports LPIPS of the generator and of the mean-colour painting beside L1; a perfect generator would score 0."""
+    import torchvision
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    trunk = tmp_path / "vgg16-test.safetensors"
+    save_file({f"features.{k}": v.contiguous() for k, v in torchvision.models.vgg16().features.state_dict().items()},
+              str(trunk))
+    task = SynthesisTask(_cfg(tiny_world, tmp_path / "s", f"lpips_path={trunk}", "val_images=8"))
+    model = task.build_model()
+    val = task.validate(model, torch.device("cpu"))
+    assert {"l1", "l1_mean_colour_painting", "lpips", "lpips_mean_colour_painting"} <= set(val)
+    assert 0 < val["lpips"] < 2 and 0 < val["lpips_mean_colour_painting"] < 2
+    assert val["lpips"] != val["lpips_mean_colour_painting"]
+    lp = task._lpips_net(torch.device("cpu"))
+    x = torch.rand(1, 3, 32, 64) * 2 - 1
+    assert float(lp(x, x).mean()) == 0.0  # identical images: distance 0
+    assert "lpips" not in SynthesisTask(_cfg(tiny_world, tmp_path / "t")).validate(model, torch.device("cpu"))
