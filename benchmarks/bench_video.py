@@ -1,6 +1,6 @@
 """Video inference frames/s against the same frames as PNGs through ``run_folder``, at 128x256 on the CPU.
 
-    python benchmarks/bench_video.py [--frames 120] [--repeats 3] [--out benchmarks/results/video.json]
+    python benchmarks/bench_video.py [--frames 120] [--repeats 5] [--out benchmarks/results/video.json]
 
 The frames come from the synthetic world (with out-of-distribution objects); they are written once as an H.264 MP4
 and once as PNG files. The detector is a small post-hoc one (a randomly initialised tiny DeepLabV3+, entropy),
