@@ -27,7 +27,7 @@ _FRONT_DOOR = {
     "save_component": "synboost.detectors.components",
     "load_component": "synboost.detectors.components",
     "load_segmenter": "synboost.detectors.components",
-    "SegmenterAdapter": "synboost.models.adapter",
+    "SegmenterAdapter": "synboost.detectors.adapter",
 }
 
 __all__ = ["__version__", *_FRONT_DOOR]

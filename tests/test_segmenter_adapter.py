@@ -97,9 +97,9 @@ def mobilenet(world, tmp_path_factory):
 def test_synboost_end_to_end_with_a_torchvision_mobilenet_segmenter(world, mobilenet, tmp_path):
     from synboost.config import DissimilarityConfig, SynthesisConfig, load_config
     from synboost.data.kinds import open_dataset
+    from synboost.detectors.adapter import SegmenterAdapter
     from synboost.detectors.pipeline import load_pipeline, read_pipeline, resolve_component
     from synboost.jobs.evaluate import evaluate
-    from synboost.models.adapter import SegmenterAdapter
     from synboost.training.dissimilarity import prepare_samples, train_dissimilarity
     from synboost.training.synthesis import train_synthesis
 
@@ -167,7 +167,7 @@ def test_the_example_spec_loads_and_segments():
 
 def test_class_map_combines_logits_by_logsumexp_and_drops_void():
     from synboost import scores
-    from synboost.models.adapter import ABSENT_LOGIT, SegmenterAdapter
+    from synboost.detectors.adapter import ABSENT_LOGIT, SegmenterAdapter
 
     z = torch.randn(2, 5, 4, 6) * 3
 
@@ -197,8 +197,8 @@ def test_class_map_combines_logits_by_logsumexp_and_drops_void():
 
 
 def test_a_spec_class_map_maps_a_21_class_torchvision_network(tmp_path):
+    from synboost.detectors.adapter import combine_classes
     from synboost.detectors.components import load_segmenter
-    from synboost.models.adapter import combine_classes
     from synboost.tensors import images_to_batch
 
     voc = {2: "bicycle", 6: "bus", 7: "car", 14: "motorcycle", 15: "person", 19: "train", 0: "road"}
@@ -218,7 +218,7 @@ def test_a_spec_class_map_maps_a_21_class_torchvision_network(tmp_path):
 
 
 def test_normalisation_and_input_size_are_the_networks():
-    from synboost.models.adapter import SegmenterAdapter
+    from synboost.detectors.adapter import SegmenterAdapter
     from synboost.tensors import images_to_batch
 
     seen = {}
@@ -256,9 +256,9 @@ class TinySeg(nn.Module):
 
 
 def test_torchscript_and_onnx_files_give_the_eager_label_maps(tmp_path):
+    from synboost.detectors.adapter import SegmenterAdapter
     from synboost.detectors.components import load_segmenter
     from synboost.detectors.posthoc import PosthocDetector
-    from synboost.models.adapter import SegmenterAdapter
 
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")

@@ -53,7 +53,7 @@ FOREIGN_SEGMENTER_SUFFIXES = {
 def load_segmenter(path: str | os.PathLike, device: torch.device | str = "cpu"):
     """(model in eval mode, SML statistics or None) from one of our segmenter checkpoints (a PEBAL fine-tune
     included: its ``forward`` gives the inlier logits), or from a segmenter spec file (``.yaml``: any network
-    through :class:`~synboost.models.adapter.SegmenterAdapter`, see :mod:`synboost.detectors.segmenters`; no SML
+    through :class:`~synboost.detectors.adapter.SegmenterAdapter`, see :mod:`synboost.detectors.segmenters`; no SML
     statistics). The statistics are stored beside the weights as ``_stats.sml_mean`` / ``_stats.sml_std``."""
     if is_segmenter_spec(path):
         return load_segmenter_spec(path, device), None

@@ -165,7 +165,7 @@ def build_detector(cfg: PipelineConfig, base: Path | None = None, device: str | 
                    segmenter: Any = None) -> PosthocDetector:
     """The detector of a :class:`PipelineConfig`; relative component paths resolve against ``base``. The
     runtime arguments override the file's ``defaults``. ``segmenter``: a network in memory (a
-    :class:`~synboost.models.adapter.SegmenterAdapter`, or one of our segmenters) used instead of
+    :class:`~synboost.detectors.adapter.SegmenterAdapter`, or one of our segmenters) used instead of
     ``components.segmenter``."""
     from synboost.runtime import pick_device
 

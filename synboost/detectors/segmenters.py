@@ -13,7 +13,7 @@ stage of every detector (``components.segmenter`` of a pipeline file) and of the
     mean: [0.485, 0.456, 0.406]       # what the network expects of [0, 1] RGB (default ImageNet's)
     std: [0.229, 0.224, 0.225]
     input_size: []                    # [H, W] the network must see (a fixed-shape file); [] = the batch's own
-    class_map: {}                     # network class -> train id or name (see synboost.models.adapter); {} = none
+    class_map: {}                     # network class -> train id or name (see synboost.detectors.adapter); {} = none
     seed: 0                           # the builder runs under this torch seed: random weights are the same
                                       # network in every process (training data and inference agree)
 
@@ -35,8 +35,8 @@ import yaml
 from torch import nn
 
 from synboost.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from synboost.detectors.adapter import SegmenterAdapter
 from synboost.errors import CheckpointError, ConfigError, SynboostError
-from synboost.models.adapter import SegmenterAdapter
 
 SPEC_KIND = "synboost-segmenter-adapter"
 #: a segmenter path with one of these suffixes is read as a spec
