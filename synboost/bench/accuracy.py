@@ -9,8 +9,6 @@ every method stays within ``AP_BOUND`` AP points and ``FPR_BOUND`` FPR95 points 
 """
 from __future__ import annotations
 
-import copy
-import importlib.util
 import os
 import tempfile
 import time
@@ -56,40 +54,16 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _variant(det, label: str, folder: Path, images):
-    from synboost.detectors.runtimes import unavailable, use_exported
+    """(the detector of variant ``label``, "") or (None, why this machine cannot run it)."""
+    from synboost.bench.speed import variant_detector
+    from synboost.detectors.runtimes import unavailable
 
-    precision, cl, compiled, backend = VARIANTS[label]
+    precision, _, _, backend = VARIANTS[label]
     why = unavailable(backend, precision, det.device)
     if why:
         return None, why
-    if backend == "torch":
-        run = copy.deepcopy(det)
-        run.set_channels_last(cl)
-        run.set_precision(precision)
-        if compiled:
-            run.set_compile()
-        return run, ""
-    if backend == "openvino" and not importlib.util.find_spec("openvino"):
-        return None, "openvino is not installed (pip install 'synboost[export]')"
-    nets = {n: getattr(det, a) for n, a in (("segmenter", "model"), ("pebal", "pebal_model"),
-                                             ("generator", "generator"), ("vgg", "vgg19"), ("dissimilarity", "dissim"))
-            if getattr(det, a, None) is not None}
-    sources = {n: f"{n} of the pipeline under test" for n in nets}
-    fmt = "openvino" if backend == "openvino" else "onnx"
-    marker = folder / ("segmenter.xml" if fmt == "openvino" else "segmenter.onnx.json")
-    if not marker.is_file():
-        from synboost.jobs.export import _capture, export_networks
-
-        ref = copy.deepcopy(det)
-        ref.set_channels_last(False)
-        ref.set_precision("fp32")
-        formats = ["onnx"] + (["openvino"] if importlib.util.find_spec("openvino") else [])
-        export_networks(nets, _capture(ref, images[:det.batch_size]), sources, folder, formats, False,
-                        det.batch_size, "the anomaly split's images")
-    run = copy.copy(det)
-    run.set_channels_last(False)
-    use_exported(run, backend, folder, precision, sources)
-    return run, ""
+    return variant_detector(det, VARIANTS[label], folder, images, det.batch_size, "the pipeline under test",
+                            copy_torch=True), ""
 
 
 def run_accuracy_benchmark(pipeline: str | os.PathLike, data: str, out_json: str | None = None,

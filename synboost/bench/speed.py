@@ -2,6 +2,7 @@
 device synchronised; the device name, torch version and thread count are recorded with the numbers."""
 from __future__ import annotations
 
+import copy
 import os
 import platform
 import statistics
@@ -243,18 +244,34 @@ def pick_variants(names, table: dict, short: dict, what: str) -> tuple[str, ...]
 QUICK_VARIANTS = tuple(k for k, v in PIPELINE_VARIANTS.items() if not v[2] and v[3] == "torch")
 
 
-def _runtime_detector(det, backend: str, precision: str, folder, imgs, batch: int):
-    """A copy of ``det`` whose networks run in ``backend`` from files exported into ``folder`` (once)."""
-    import copy
+def variant_detector(det, spec: tuple, folder, imgs, batch: int, source: str, copy_torch: bool = False):
+    """The detector of one benchmark variant, ``spec`` = (precision, channels_last, compile, backend): ``det``
+    itself set to it (a deep copy when compiled, or with ``copy_torch``), or a copy whose networks run in an
+    exported ``backend`` from the files written into ``folder`` once for every runtime row (``source`` labels them
+    in their sidecars)."""
+    precision, cl, compiled, backend = spec
+    if backend == "torch":
+        run = copy.deepcopy(det) if compiled or copy_torch else det  # compiled in place: on a copy of the networks
+        run.set_channels_last(cl)
+        run.set_precision(precision)
+        if compiled:
+            run.set_compile()
+        return run
+    return _runtime_detector(det, backend, precision, folder, imgs, batch, source)
+
+
+def _runtime_detector(det, backend: str, precision: str, folder, imgs, batch: int, source: str):
+    """A copy of ``det`` whose networks run in ``backend`` from files exported into ``folder`` (once per format)."""
     import importlib.util
     from pathlib import Path
 
     from synboost.detectors.runtimes import use_exported
-    from synboost.jobs.export import _capture, export_networks
+    from synboost.jobs.export import _capture, export_networks, networks_of
 
-    nets = {"segmenter": det.model, "generator": det.generator, "vgg": det.vgg19, "dissimilarity": det.dissim}
-    sources = {n: f"random weights ({n}, benchmark)" for n in nets}
-    if not (Path(folder) / "segmenter.onnx.json").is_file():  # once, for every runtime row
+    nets = networks_of(det)
+    sources = {n: f"{source} ({n})" for n in nets}
+    marker = Path(folder) / ("segmenter.xml" if backend == "openvino" else "segmenter.onnx.json")
+    if not marker.is_file():
         det.set_channels_last(False)
         det.set_precision("fp32")
         formats = ["onnx"] + (["openvino"] if importlib.util.find_spec("openvino") and det.device.type == "cpu"
@@ -278,7 +295,6 @@ def run_pipeline_benchmark(out_json: str | None = None, quick: bool = False, dev
     ratio to the loop. Defaults: on CUDA the official setting (1024x2048 input, WideResNet-38 OS8); on the CPU
     512x1024 with a ResNet-101 OS8 (the official setting costs ~2.5 min per image there). ``quick``: tiny
     networks and :data:`QUICK_VARIANTS` unless ``variants`` names others."""
-    import copy
     import tempfile
 
     import numpy as np
@@ -315,21 +331,14 @@ def run_pipeline_benchmark(out_json: str | None = None, quick: bool = False, dev
     det.batch_size = batch
     with tempfile.TemporaryDirectory(prefix="synboost-bench-") as tmp:
         for label in variants:
-            precision, cl, compiled, backend = PIPELINE_VARIANTS[label]
+            precision, _, _, backend = PIPELINE_VARIANTS[label]
             why = unavailable(backend, precision, dev)
             if why:
                 skipped.append({"variant": label, "why": why})
                 print(f"  skipped: {label}: {why}", flush=True)
                 continue
             t_setup = time.perf_counter()
-            if backend == "torch":
-                run = copy.deepcopy(det) if compiled else det  # compiled in place: on a copy of the networks
-                run.set_channels_last(cl)
-                run.set_precision(precision)
-                if compiled:
-                    run.set_compile()
-            else:
-                run = _runtime_detector(det, backend, precision, tmp, imgs, batch)
+            run = variant_detector(det, PIPELINE_VARIANTS[label], tmp, imgs, batch, "random weights, benchmark")
             setup = time.perf_counter() - t_setup
             t_first = time.perf_counter()
             run(imgs[:batch])  # warm-up (compiles, starts the sessions' kernels)

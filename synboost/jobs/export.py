@@ -267,6 +267,16 @@ def refuse(cfg) -> None:
                           "graph does not have; set another method (--set score.method=entropy) to export")
 
 
+#: each exported network and the detector attribute that holds it
+DETECTOR_ATTRIBUTES = (("segmenter", "model"), ("pebal", "pebal_model"), ("generator", "generator"), ("vgg", "vgg19"),
+                       ("dissimilarity", "dissim"))
+
+
+def networks_of(det) -> dict[str, nn.Module]:
+    """The networks of a detector by exported name (those it has: a post-hoc detector has the segmenter only)."""
+    return {n: getattr(det, a) for n, a in DETECTOR_ATTRIBUTES if getattr(det, a, None) is not None}
+
+
 def export_pipeline(pipeline: str | os.PathLike, out: str | os.PathLike, formats: Sequence[str] | None = None,
                     dynamic: bool = False, size: Sequence[int] | None = None, batch: int | None = None,
                     images: str | None = None, overrides: Sequence[str] = (), check_images: int = 2) -> dict:
@@ -286,9 +296,7 @@ def export_pipeline(pipeline: str | os.PathLike, out: str | os.PathLike, formats
     det = build_detector(cfg, base, device="cpu", precision="fp32", compile=False, channels_last=False)
     ims, described = scenes(check_images, tuple(size or seg_size or (256, 512)), images)
     inputs = _capture(det, ims)
-    nets = {n: getattr(det, a) for n, a in (("segmenter", "model"), ("pebal", "pebal_model"),
-                                             ("generator", "generator"), ("vgg", "vgg19"), ("dissimilarity", "dissim"))
-            if getattr(det, a, None) is not None}
+    nets = networks_of(det)
     sources = component_sources(cfg, base)
     summary = export_networks(nets, inputs, sources, out, fmts, dynamic, batch or cfg.defaults.batch_size, described)
     new = copy.deepcopy(cfg)
