@@ -111,6 +111,12 @@ def test_resume_continues_and_equals_an_uninterrupted_run(tiny_world, tmp_path):
     assert epochs == [1, 2]
     a, b = load_file(whole["trunks"][16]), load_file(rest["trunks"][16])
     assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+    # the demo reuses a finished run of exactly its config, and nothing else
+    from synboost.jobs.stages import backbone_done
+
+    assert backbone_done(_cfg(tiny_world, tmp_path / "a", "train.epochs=2", "backbone.depth=[16]"))
+    assert not backbone_done(_cfg(tiny_world, tmp_path / "a", "train.epochs=3", "backbone.depth=[16]"))
+    assert not backbone_done(_cfg(tiny_world, tmp_path / "a", "train.epochs=2"))  # VGG19 never trained there
 
 
 def test_train_set_edges_follow_the_labels_through_augmentation(tiny_world):

@@ -7,6 +7,7 @@ world and the training stages, each reused when already done with the same confi
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -66,24 +67,16 @@ def place_stages(cfg: DemoConfig) -> None:
 
 def trunk_files(bb) -> tuple[str, str]:
     """The VGG16 and VGG19 files the backbone stage ``bb`` writes."""
-    return tuple(str(Path(bb.out) / f"vgg{d}-{bb.name}.safetensors") for d in (16, 19))  # type: ignore[return-value]
+    from synboost.training.backbone import trunk_path
+
+    return str(trunk_path(bb.out, 16, bb.name)), str(trunk_path(bb.out, 19, bb.name))
 
 
 def backbone_done(bb) -> bool:
-    """The backbone stage's folder holds a finished run of exactly this config (each depth's run and its trunk)."""
-    import dataclasses
+    """Every depth's run of the backbone stage is a finished run of exactly its config, with its trunk."""
+    from synboost.training.backbone import depth_runs, trunk_path
 
-    summary = Path(bb.out) / "summary.json"
-    if not summary.is_file() or not json.loads(summary.read_text()).get("finished"):
-        return False
-    for d in (int(x) for x in bb.backbone.depth):
-        sub = dataclasses.replace(bb, out=str(Path(bb.out) / f"vgg{d}"),
-                                  backbone=dataclasses.replace(bb.backbone, depth=[d]))
-        conf = Path(sub.out) / "config.yaml"
-        if not (Path(bb.out) / f"vgg{d}-{bb.name}.safetensors").is_file() or not conf.is_file() or \
-                conf.read_text() != yaml.safe_dump(to_dict(sub), sort_keys=False):
-            return False
-    return True
+    return all(stage_done(sub, os.path.relpath(trunk_path(bb.out, d, bb.name), sub.out)) for d, sub in depth_runs(bb))
 
 
 def run_step(title: str, done: bool, run: Callable[[], object], times: dict, key: str) -> bool:

@@ -234,7 +234,7 @@ class BackboneTask(Task):
 
     def export_path(self) -> Path:
         """Where the trunk goes: ``<out>/vgg{depth}-<name>.safetensors``."""
-        return self.export_dir / f"vgg{self.depth}-{self.cfg.name}.safetensors"
+        return trunk_path(self.export_dir, self.depth, self.cfg.name)
 
     def on_fit_end(self, model, summary, engine) -> None:
         """Export the best epoch's trunk in torchvision's layout (head and classifier left out)."""
@@ -275,6 +275,18 @@ def export_trunk(net: TrunkNet, path: str | Path, cfg: BackboneConfig, best_val:
     return save_model(path, net.trunk_state_dict(), meta)
 
 
+def trunk_path(out: str | Path, depth: int, name: str) -> Path:
+    """Where the backbone stage writes a trunk: ``<out>/vgg{depth}-<name>.safetensors``."""
+    return Path(out) / f"vgg{depth}-{name}.safetensors"
+
+
+def depth_runs(cfg: BackboneConfig) -> list[tuple[int, BackboneConfig]]:
+    """One run per depth of ``backbone.depth``: (depth, its config, in ``<out>/vgg{depth}``)."""
+    return [(d, dataclasses.replace(cfg, out=str(Path(cfg.out) / f"vgg{d}"),
+                                    backbone=dataclasses.replace(cfg.backbone, depth=[d])))
+            for d in (int(x) for x in cfg.backbone.depth)]
+
+
 def train_backbone(cfg: BackboneConfig, resume: bool = False, progress: bool = True, **engine) -> dict:
     """``synboost train backbone``: one run per depth of ``backbone.depth`` in ``<out>/vgg{depth}``, each ending
     with ``<out>/vgg{depth}-<name>.safetensors``; returns {depth: summary} under ``runs`` and the exported files
@@ -285,9 +297,7 @@ def train_backbone(cfg: BackboneConfig, resume: bool = False, progress: bool = T
         raise ConfigError(f"backbone.depth: {cfg.backbone.depth} must list 16 and/or 19, each once")
     root = Path(cfg.out)
     runs, trunks = {}, {}
-    for d in depths:
-        sub = dataclasses.replace(cfg, out=str(root / f"vgg{d}"),
-                                  backbone=dataclasses.replace(cfg.backbone, depth=[d]))
+    for d, sub in depth_runs(cfg):
         s = run_stage(BackboneTask(sub, d, root), sub, resume=resume, progress=progress, **engine)
         runs[d] = s
         if "trunk" in s:
