@@ -62,8 +62,8 @@ def test_a_decoy_checkpoint_in_the_working_directory_is_never_loaded(stages, tmp
     save_component(cwd / "seg.safetensors", decoy, "segmenter",
                    SegModelConfig(backbone="tiny", pretrained=False, aspp_dim=16, decoder_dim=16, width=8))
     monkeypatch.chdir(cwd)  # a file of the same relative name under the working directory
-    det = load_pipeline(pipe, device="cpu")
-    real = load_pipeline(pipe, device="cpu")
+    det = load_pipeline(pipe, device="cpu", freeze=False)  # the weights as loaded (freezing folds BatchNorm in)
+    real = load_pipeline(pipe, device="cpu", freeze=False)
     from synboost.hub.checkpoint import load_model
 
     sd_real, _ = load_model(run / "seg.safetensors")

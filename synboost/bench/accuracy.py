@@ -21,22 +21,23 @@ from synboost.data.io import write_json
 
 #: the bound of issue 16: a variant is a default candidate only within these of fp32 (points)
 AP_BOUND, FPR_BOUND = 0.3, 1.0
-#: label -> (precision, channels_last, compile, backend)
+#: label -> (precision, channels_last, compile, backend, freeze); the reference is fp32 eager, not frozen
 VARIANTS = {
-    "fp32": ("fp32", False, False, "torch"),
-    "fp32 + channels_last": ("fp32", True, False, "torch"),
-    "mixed (segmenter fp32, rest bf16) + channels_last": ("mixed", True, False, "torch"),
-    "bf16 + channels_last": ("bf16", True, False, "torch"),
-    "mixed + channels_last + torch.compile": ("mixed", True, True, "torch"),
-    "bf16 + channels_last + torch.compile": ("bf16", True, True, "torch"),
-    "onnxruntime fp32": ("fp32", False, False, "onnxruntime"),
-    "OpenVINO f32": ("fp32", False, False, "openvino"),
-    "OpenVINO bf16": ("bf16", False, False, "openvino"),
+    "fp32": ("fp32", False, False, "torch", False),
+    "fp32 + channels_last, frozen": ("fp32", True, False, "torch", True),
+    "mixed (segmenter fp32, rest bf16) + channels_last, frozen": ("mixed", True, False, "torch", True),
+    "bf16 + channels_last, not frozen": ("bf16", True, False, "torch", False),
+    "bf16 + channels_last, frozen (the default)": ("bf16", True, False, "torch", True),
+    "mixed + channels_last, frozen + torch.compile": ("mixed", True, True, "torch", True),
+    "bf16 + channels_last, frozen + torch.compile": ("bf16", True, True, "torch", True),
+    "onnxruntime fp32": ("fp32", False, False, "onnxruntime", False),
+    "OpenVINO f32": ("fp32", False, False, "openvino", False),
+    "OpenVINO bf16": ("bf16", False, False, "openvino", False),
 }
 
 #: short names (``synboost bench accuracy --variants mixed bf16``)
-SHORT = dict(zip(("fp32", "fp32-cl", "mixed", "bf16", "mixed-compile", "bf16-compile", "ort", "ov-f32", "ov-bf16"),
-                 VARIANTS))
+SHORT = dict(zip(("fp32", "fp32-frozen", "mixed", "bf16-eager", "bf16", "mixed-compile", "bf16-compile", "ort",
+                  "ov-f32", "ov-bf16"), VARIANTS))
 
 
 def _load(dataset, max_images: int | None):
@@ -58,7 +59,7 @@ def _variant(det, label: str, folder: Path, images):
     from synboost.bench.speed import variant_detector
     from synboost.detectors.runtimes import unavailable
 
-    precision, _, _, backend = VARIANTS[label]
+    precision, _, _, backend, _ = VARIANTS[label]
     why = unavailable(backend, precision, det.device)
     if why:
         return None, why
@@ -78,7 +79,7 @@ def run_accuracy_benchmark(pipeline: str | os.PathLike, data: str, out_json: str
 
     chosen = list(pick_variants(variants or list(VARIANTS), VARIANTS, SHORT, "accuracy"))
     chosen = ["fp32"] + [v for v in chosen if v != "fp32"]  # the reference comes first
-    det = load_pipeline(pipeline, device="cpu")
+    det = load_pipeline(pipeline, device="cpu", freeze=False)  # each variant freezes its copy
     methods = list(methods or [m for m in ("synboost", "dissimilarity", "entropy", "maxlogit", "energy")
                                if m in det.methods])
     samples = _load(open_dataset(data), max_images)

@@ -18,6 +18,9 @@ def device_info(device: torch.device) -> dict:
     """The machine a benchmark ran on: device, torch version, threads, CPU (and the GPU's name on CUDA)."""
     info = {"device": device.type, "torch": torch.__version__, "threads": torch.get_num_threads(),
             "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()}
+    from synboost.runtime import malloc_tuned
+
+    info["malloc_tuned"] = malloc_tuned()  # the synboost command keeps freed memory (runtime.tune_malloc)
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
@@ -210,21 +213,24 @@ def _stage_times(det, images, dev) -> dict:
     return {k: v / len(images) for k, v in out.items()}
 
 
-#: the batched variants of the pipeline benchmark: label -> (precision, channels_last, compile, backend)
+#: the batched variants of the pipeline benchmark: label -> (precision, channels_last, compile, backend, freeze)
 PIPELINE_VARIANTS = {
-    "batched detector (fp32)": ("fp32", False, False, "torch"),
-    "batched detector (fp32, channels_last)": ("fp32", True, False, "torch"),
-    "batched detector (bf16 autocast, channels_last)": ("bf16", True, False, "torch"),
-    "batched detector (mixed: segmenter fp32, rest bf16, channels_last)": ("mixed", True, False, "torch"),
-    "batched detector (bf16, channels_last, torch.compile)": ("bf16", True, True, "torch"),
-    "onnxruntime (fp32)": ("fp32", False, False, "onnxruntime"),
-    "onnxruntime TensorRT EP (fp32)": ("fp32", False, False, "tensorrt"),
-    "OpenVINO (f32)": ("fp32", False, False, "openvino"),
-    "OpenVINO (bf16)": ("bf16", False, False, "openvino"),
+    "batched detector (fp32)": ("fp32", False, False, "torch", False),
+    "batched detector (fp32, channels_last)": ("fp32", True, False, "torch", False),
+    "batched detector (fp32, channels_last, frozen)": ("fp32", True, False, "torch", True),
+    "batched detector (bf16 autocast, channels_last, not frozen)": ("bf16", True, False, "torch", False),
+    "batched detector (bf16, channels_last, frozen: the default)": ("bf16", True, False, "torch", True),
+    "batched detector (mixed: segmenter fp32, rest bf16, channels_last, frozen)": ("mixed", True, False, "torch",
+                                                                                   True),
+    "batched detector (bf16, channels_last, frozen, torch.compile)": ("bf16", True, True, "torch", True),
+    "onnxruntime (fp32)": ("fp32", False, False, "onnxruntime", False),
+    "onnxruntime TensorRT EP (fp32)": ("fp32", False, False, "tensorrt", False),
+    "OpenVINO (f32)": ("fp32", False, False, "openvino", False),
+    "OpenVINO (bf16)": ("bf16", False, False, "openvino", False),
 }
 #: short names of the variants (``synboost bench pipeline --variants bf16 ov-bf16``)
-PIPELINE_SHORT = dict(zip(("fp32", "fp32-cl", "bf16", "mixed", "bf16-compile", "ort", "trt", "ov-f32", "ov-bf16"),
-                          PIPELINE_VARIANTS))
+PIPELINE_SHORT = dict(zip(("fp32", "fp32-cl", "fp32-frozen", "bf16-eager", "bf16", "mixed", "bf16-compile", "ort",
+                           "trt", "ov-f32", "ov-bf16"), PIPELINE_VARIANTS))
 
 
 def pick_variants(names, table: dict, short: dict, what: str) -> tuple[str, ...]:
@@ -245,15 +251,17 @@ QUICK_VARIANTS = tuple(k for k, v in PIPELINE_VARIANTS.items() if not v[2] and v
 
 
 def variant_detector(det, spec: tuple, folder, imgs, batch: int, source: str, copy_torch: bool = False):
-    """The detector of one benchmark variant, ``spec`` = (precision, channels_last, compile, backend): ``det``
-    itself set to it (a deep copy when compiled, or with ``copy_torch``), or a copy whose networks run in an
-    exported ``backend`` from the files written into ``folder`` once for every runtime row (``source`` labels them
-    in their sidecars)."""
-    precision, cl, compiled, backend = spec
+    """The detector of one benchmark variant, ``spec`` = (precision, channels_last, compile, backend, freeze):
+    ``det`` itself set to it (a deep copy when compiled, frozen or with ``copy_torch``: those change networks in
+    place), or a copy whose networks run in an exported ``backend`` from the files written into ``folder`` once for
+    every runtime row (``source`` labels them in their sidecars). ``det`` must not be frozen itself."""
+    precision, cl, compiled, backend, freeze = spec
     if backend == "torch":
-        run = copy.deepcopy(det) if compiled or copy_torch else det  # compiled in place: on a copy of the networks
+        run = copy.deepcopy(det) if compiled or freeze or copy_torch else det
         run.set_channels_last(cl)
         run.set_precision(precision)
+        if freeze:
+            run.freeze()
         if compiled:
             run.set_compile()
         return run
@@ -331,7 +339,7 @@ def run_pipeline_benchmark(out_json: str | None = None, quick: bool = False, dev
     det.batch_size = batch
     with tempfile.TemporaryDirectory(prefix="synboost-bench-") as tmp:
         for label in variants:
-            precision, _, _, backend = PIPELINE_VARIANTS[label]
+            precision, _, _, backend, _ = PIPELINE_VARIANTS[label]
             why = unavailable(backend, precision, dev)
             if why:
                 skipped.append({"variant": label, "why": why})

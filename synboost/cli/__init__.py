@@ -63,6 +63,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``synboost ARGV``; returns the exit status (see :data:`EPILOG`): 0 ok, 2 user error, 3 finished with
     skips, 130 interrupted."""
     args = build_parser().parse_args(argv)
+    from synboost.runtime import tune_malloc
+
+    tune_malloc()  # large activations reuse freed memory instead of new page-faulted mmaps (see runtime.tune_malloc)
     deprecated = args.deprecated if hasattr(args, "deprecated") else None
     if deprecated:
         print(f"note: {deprecated}", file=sys.stderr)

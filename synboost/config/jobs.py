@@ -90,6 +90,9 @@ class PipelineDefaults:
     #: always fp32
     precision: str = "auto"
     compile: bool = False  #: torch.compile the networks (inductor, static shapes; the first batch compiles)
+    #: rewrite the networks for inference when they are loaded: spectral norm and the BatchNorms after a conv folded
+    #: into the weights, bf16 networks' weights kept in bf16 (synboost.detectors.freeze; same maps up to rounding)
+    freeze: bool = True
     backend: str = "torch"  #: torch | onnxruntime | openvino | tensorrt (onnxruntime's TensorRT provider): the
     #: networks run from the files of `synboost export` in `exported`
     exported: str = ""  #: the folder of `synboost export` (relative to the pipeline file), for backend != torch

@@ -162,7 +162,7 @@ def build_detector(cfg: PipelineConfig, base: Path | None = None, device: str | 
                    batch_size: int | None = None, amp: bool | None = None,
                    channels_last: bool | None = None, precision: str | Mapping[str, str] | None = None,
                    compile: bool | None = None, backend: str | None = None,
-                   segmenter: Any = None) -> PosthocDetector:
+                   segmenter: Any = None, freeze: bool | None = None) -> PosthocDetector:
     """The detector of a :class:`PipelineConfig`; relative component paths resolve against ``base``. The
     runtime arguments override the file's ``defaults``. ``segmenter``: a network in memory (a
     :class:`~synboost.detectors.adapter.SegmenterAdapter`, or one of our segmenters) used instead of
@@ -197,7 +197,7 @@ def build_detector(cfg: PipelineConfig, base: Path | None = None, device: str | 
     common = dict(input_size=s.input_size, batch_size=batch_size or d.batch_size, mc_samples=s.mc_samples,
                   device=dev, amp=d.amp if amp is None else amp, pebal_model=pebal, density=density,
                   channels_last=d.channels_last if channels_last is None else channels_last,
-                  precision="fp32" if backend != "torch" else precision, compile=compile)
+                  precision="fp32" if backend != "torch" else precision)
     if cfg.detector == "posthoc":
         det = PosthocDetector(model, s.method, sml, **common)
     else:
@@ -207,6 +207,10 @@ def build_detector(cfg: PipelineConfig, base: Path | None = None, device: str | 
         vgg19 = _perceptual(c.perceptual_vgg, base, dev)
         det = SynBoostDetector(model, gen, dissim, vgg19, meta["size"], sml, s.ensemble, s.ensemble_weights,
                                s.method, **common)
+    if (d.freeze if freeze is None else freeze) and backend == "torch":  # networks loaded for this detector only
+        det.freeze(exclude=("segmenter",) if segmenter is not None else ())
+    if compile:
+        det.set_compile()
     if backend != "torch":
         from synboost.detectors.runtimes import use_exported
 
@@ -238,16 +242,17 @@ def load_pipeline(path: str | os.PathLike, overrides: Sequence[str] = (), device
                   batch_size: int | None = None, amp: bool | None = None,
                   channels_last: bool | None = None, precision: str | Mapping[str, str] | None = None,
                   compile: bool | None = None, backend: str | None = None,
-                  segmenter: Any = None) -> PosthocDetector:
+                  segmenter: Any = None, freeze: bool | None = None) -> PosthocDetector:
     """The detector of a pipeline file: ``synboost.load_pipeline("runs/demo/pipeline.yaml", device="cpu")(images)
     -> [{"anomaly": ..., "segmentation": ...}]``. ``overrides``: ``KEY=VALUE`` edits (``method=entropy``,
     ``score.ensemble=false``); the runtime arguments override the file's ``defaults`` (``precision``: ``fp32``,
     ``bf16``, ``mixed`` or per network, see :mod:`synboost.detectors.precision`; ``compile``: torch.compile;
     ``backend``: torch, onnxruntime, openvino or tensorrt over the files of ``synboost export``); ``segmenter``: a
-    network in memory instead of the file's (``synboost.SegmenterAdapter(model, output_key="out")``)."""
+    network in memory instead of the file's (``synboost.SegmenterAdapter(model, output_key="out")``); ``freeze``:
+    rewrite the networks for inference (:mod:`synboost.detectors.freeze`, default ``defaults.freeze``: on)."""
     cfg = read_pipeline(path, overrides)
     return build_detector(cfg, Path(path).resolve().parent, device, batch_size, amp, channels_last, precision,
-                          compile, backend, segmenter)
+                          compile, backend, segmenter, freeze)
 
 
 def _is_path(value: str) -> bool:

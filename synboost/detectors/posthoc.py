@@ -6,7 +6,7 @@ maps at the image's size: ``anomaly`` (higher = more anomalous) for its method, 
 """
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from synboost import scores
 from synboost.detectors.components import OUTLIER_METHODS, same_below_head
+from synboost.detectors.freeze import WeightCast, fold_batchnorm_, fold_spectral_norm_
 from synboost.detectors.precision import WarmUp, autocast, compile_networks, resolve_precision
 from synboost.errors import ConfigError
 from synboost.models.density import DENSITY_METHODS, DensityScorer, FeatureTap
@@ -76,14 +77,21 @@ class PosthocDetector:
     read from all its outputs of the same pass (the post-hoc scores then use its class logits).
 
     A PEBAL fine-tune with a frozen trunk (the default) has the same weights as its base below the head; the
-    detector then runs the trunk once and both heads on it, so the PEBAL score costs two small convolutions."""
+    detector then runs the trunk once and both heads on it, so the PEBAL score costs two small convolutions.
+
+    ``freeze=True`` says the networks are the detector's own (a pipeline file's detector): :meth:`freeze` then
+    rewrites them for inference in place (:mod:`synboost.detectors.freeze`: spectral norm and BatchNorm folded
+    into the weights, bf16 networks' weights kept in bf16). A detector given a caller's networks leaves them as
+    they are unless :meth:`freeze` is called."""
 
     def __init__(self, segmenter: torch.nn.Module, method: str = "entropy", sml_stats=None, input_size=None,
                  batch_size: int = 4, mc_samples: int = 8, device: torch.device | str = "cpu", amp: bool = False,
                  pebal_model: torch.nn.Module | None = None, density: DensityScorer | None = None,
                  channels_last: bool | None = None, precision: str | Mapping[str, str] | None = "auto",
-                 compile: bool = False):
+                 compile: bool = False, freeze: bool = False):
         self.model, self.method, self.sml_stats = segmenter, method, sml_stats
+        self.frozen: tuple[str, ...] = ()  #: the networks :meth:`freeze` rewrote
+        self._cast = WeightCast()
         self.pebal_model, self.density = pebal_model, density
         self.shared_trunk = pebal_model is not None and same_below_head(segmenter, pebal_model)
         self._tap = FeatureTap(segmenter, density.tap_layers) if density is not None else None
@@ -100,6 +108,8 @@ class PosthocDetector:
             channels_last = self.device.type == "cpu" and "bf16" in self.precision.values()
         self.set_channels_last(channels_last)
         self.compiled, self._warmup = False, WarmUp()
+        if freeze and type(self) is PosthocDetector:  # a subclass freezes once its own networks are set
+            self.freeze()
         if compile:
             self.set_compile()
 
@@ -111,6 +121,48 @@ class PosthocDetector:
             raise ConfigError(f"the networks run in {self.backend}, whose precision is set when the detector is "
                               "built: load_pipeline(..., precision=...)")
         self.precision = resolve_precision(precision, self.device, self.amp, self.backend)
+        self._cast_weights()
+
+    def _network_groups(self) -> dict[str, list[torch.nn.Module]]:
+        """The torch modules of each network of :data:`~synboost.detectors.precision.NETWORKS` (PEBAL's
+        fine-tune goes with the segmenter)."""
+        return {"segmenter": [m for m in (self.model, self.pebal_model) if isinstance(m, torch.nn.Module)]}
+
+    def _cast_weights(self) -> None:
+        """A frozen detector keeps the weights of its bf16 networks in bf16 (and its fp32 ones in float32)."""
+        if not getattr(self, "frozen", False) or self.backend != "torch":
+            return
+        for name, nets in self._network_groups().items():
+            if name in self.frozen:
+                self._cast.set(name, nets, self.precision.get(name, "fp32") == "bf16")
+
+    def freeze(self, exclude: Sequence[str] = ()) -> "PosthocDetector":
+        """Rewrite the networks for inference, in place (:mod:`synboost.detectors.freeze`): spectral norms and
+        the BatchNorms that follow a convolution are folded into the weights, and the weights of the networks that
+        run bf16 are kept in bf16 (float32 originals kept for a later ``set_precision``). The maps equal the
+        unfrozen ones up to float rounding. ``exclude``: networks to leave as they are (a caller's segmenter).
+        Idempotent; for torch networks in eval mode only."""
+        if self.frozen or self.backend != "torch":
+            return self
+        groups = {k: v for k, v in self._network_groups().items() if k not in exclude}
+        for net in {id(n): n for g in groups.values() for n in g}.values():
+            if net.training:
+                raise ConfigError(f"freeze: {type(net).__name__} is in training mode; a detector's networks are "
+                                  "in eval mode (call .eval() first)")
+            fold_spectral_norm_(net)
+            fold_batchnorm_(net)
+        self.frozen = tuple(groups)
+        self._cast_weights()
+        return self
+        for net in {id(n): n for g in self._network_groups().values() for n in g}.values():
+            if net.training:
+                raise ConfigError(f"freeze: {type(net).__name__} is in training mode; a detector's networks are "
+                                  "in eval mode (call .eval() first)")
+            fold_spectral_norm_(net)
+            fold_batchnorm_(net)
+        self.frozen = True
+        self._cast_weights()
+        return self
 
     def set_compile(self) -> None:
         """torch.compile every network in place (static shapes: partial batches are padded to ``batch_size``);
@@ -121,8 +173,15 @@ class PosthocDetector:
         self.compiled = True
 
     def _region(self, network: str):
-        """The autocast region of one network (:data:`~synboost.detectors.precision.NETWORKS`)."""
-        return autocast(self.device, self.precision.get(network, "fp32") if self.backend == "torch" else "fp32")
+        """The autocast region of one network (:data:`~synboost.detectors.precision.NETWORKS`), with its bf16
+        weight copies swapped in when the detector is frozen."""
+        region = autocast(self.device, self.precision.get(network, "fp32") if self.backend == "torch" else "fp32")
+        if network not in self._cast:
+            return region
+        stack = ExitStack()
+        stack.enter_context(self._cast.swapped(network))
+        stack.enter_context(region)
+        return stack
 
     def _networks(self) -> list[torch.nn.Module]:
         return [m for m in (self.model, self.pebal_model) if m is not None]
@@ -132,7 +191,9 @@ class PosthocDetector:
         self.channels_last = on
         fmt = torch.channels_last if on else torch.contiguous_format
         for net in self._networks():
-            net.to(memory_format=fmt)
+            if isinstance(net, torch.nn.Module):
+                net.to(memory_format=fmt)
+        self._cast_weights()  # the bf16 copies in the new layout
 
     def _check(self, method: str, known: tuple[str, ...], what: str = "methods") -> None:
         check_method(self, method, known, what)

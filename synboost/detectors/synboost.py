@@ -57,13 +57,15 @@ class SynBoostDetector(PosthocDetector):
 
     def __init__(self, segmenter, generator, dissim, vgg19, size, sml_stats=None, ensemble: bool = True,
                  ensemble_weights=(0.75, 0.25), method: str = "synboost", **kw):
-        compile = kw.pop("compile", False)
+        compile, freeze = kw.pop("compile", False), kw.pop("freeze", False)
         super().__init__(segmenter, "entropy", sml_stats, **kw)
         self._check(method, POSTHOC_METHODS + OUTLIER_METHODS + DENSITY_METHODS + self.EXTRA)
         self.method = method
         self.generator, self.dissim, self.vgg19 = generator, dissim, vgg19
         self.size, self.ensemble, self.weights = tuple(size), ensemble, tuple(ensemble_weights)
         self.set_channels_last(self.channels_last)
+        if freeze:
+            self.freeze()
         if compile:
             self.set_compile()
         from synboost.models.generator import style_encoder_missing
@@ -76,6 +78,13 @@ class SynBoostDetector(PosthocDetector):
     def _networks(self) -> list[torch.nn.Module]:
         return super()._networks() + [m for m in (getattr(self, "generator", None), getattr(self, "dissim", None),
                                                    getattr(self, "vgg19", None)) if m is not None]
+
+    def _network_groups(self) -> dict[str, list[torch.nn.Module]]:
+        groups = super()._network_groups()
+        for name, attr in (("generator", "generator"), ("vgg", "vgg19"), ("dissimilarity", "dissim")):
+            net = getattr(self, attr, None)
+            groups[name] = [net] if isinstance(net, torch.nn.Module) else []
+        return groups
 
     @property
     def methods(self) -> tuple[str, ...]:

@@ -80,11 +80,15 @@ def fold_spectral_norm(net: nn.Module) -> tuple[nn.Module, int]:
 
 
 def spearman(a: torch.Tensor, b: torch.Tensor, most: int = 200_000) -> float:
-    """Spearman rank correlation of two tensors' values (an even subsample of at most ``most``)."""
+    """Spearman rank correlation of two tensors' values (an even subsample of at most ``most``), ties given their
+    average rank (``scipy.stats.rankdata``): a ReLU output's many exact zeros are one tied group, not an
+    arbitrary order that float noise of 1e-6 would reshuffle."""
+    from scipy.stats import rankdata
+
     a, b = a.detach().float().flatten().cpu(), b.detach().float().flatten().cpu()
     step = max(1, a.numel() // most)
     a, b = a[::step].numpy(), b[::step].numpy()
-    ra, rb = np.argsort(np.argsort(a)).astype(np.float64), np.argsort(np.argsort(b)).astype(np.float64)
+    ra, rb = rankdata(a), rankdata(b)
     ra, rb = ra - ra.mean(), rb - rb.mean()
     den = np.sqrt((ra ** 2).sum() * (rb ** 2).sum())
     return float((ra * rb).sum() / den) if den > 0 else float(np.array_equal(a, b))
@@ -293,7 +297,8 @@ def export_pipeline(pipeline: str | os.PathLike, out: str | os.PathLike, formats
     if not seg_size and not dynamic:
         raise ConfigError("a fixed-shape export needs the segmenter's input size: give --size H W (or "
                           "score.input_size in the pipeline), or export with --dynamic")
-    det = build_detector(cfg, base, device="cpu", precision="fp32", compile=False, channels_last=False)
+    det = build_detector(cfg, base, device="cpu", precision="fp32", compile=False, channels_last=False,
+                         freeze=False)  # the checkpoints as they are: the export folds spectral norm itself
     ims, described = scenes(check_images, tuple(size or seg_size or (256, 512)), images)
     inputs = _capture(det, ims)
     nets = networks_of(det)

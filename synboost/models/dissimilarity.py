@@ -26,6 +26,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from synboost.models.layout import cat_channels, to_layout_of
 from synboost.models.registry import register_model
 from synboost.models.spade import SPADE, SPADEDecoderLayer
 from synboost.models.vgg import VGG16Encoder
@@ -150,6 +151,7 @@ class DissimilarityNet(nn.Module):
         (B, len(self.priors), H, W) in [0, 1], channels in the order of ``self.priors``. Returns (B, 2, H, W)."""
         if image.shape[-1] % 8 or image.shape[-2] % 8:
             raise ValueError(f"input size {tuple(image.shape[-2:])} must be divisible by 8")
+        image, synthesis, semantic, priors = to_layout_of(self.conv11.weight, image, synthesis, semantic, priors)
         if self.spade in ("encoder", "both"):
             real, syn = self.vgg_encoder(image, semantic), self.vgg_encoder(synthesis, semantic)
         else:
@@ -159,21 +161,21 @@ class DissimilarityNet(nn.Module):
         fused = []
         for i in range(4):
             parts = [real[i], syn[i]] + ([sem[i]] if sem is not None else [])
-            fused.append(reducers[i](torch.cat(parts, 1)))
+            fused.append(reducers[i](cat_channels(parts)))
         if self.priors:
             if priors is None or priors.shape[1] != len(self.priors):
                 raise ValueError(f"expected {len(self.priors)} prior maps ({', '.join(self.priors)})")
             gates = self.prior_encoder(priors)
             fused = [f * g for f, g in zip(fused, gates)]
         if self.correlation:
-            fused = [torch.cat([(r * s).sum(1, keepdim=True), f], 1) for r, s, f in zip(real, syn, fused)]
+            fused = [cat_channels([(r * s).sum(1, keepdim=True), f]) for r, s, f in zip(real, syn, fused)]
         x = self._decode_layer(self.conv2, self.conv1(fused[3]), semantic)
         x = self.tconv1(x)
-        x = self._decode_layer(self.conv13, self.conv12(torch.cat([x, fused[2]], 1)), semantic)
+        x = self._decode_layer(self.conv13, self.conv12(cat_channels([x, fused[2]])), semantic)
         x = self.tconv3(x)
-        x = self._decode_layer(self.conv4, self.conv3(torch.cat([x, fused[1]], 1)), semantic)
+        x = self._decode_layer(self.conv4, self.conv3(cat_channels([x, fused[1]])), semantic)
         x = self.tconv2(x)
-        x = self._decode_layer(self.conv6, self.conv5(torch.cat([x, fused[0]], 1)), semantic)
+        x = self._decode_layer(self.conv6, self.conv5(cat_channels([x, fused[0]])), semantic)
         return self.conv11(x)
 
 

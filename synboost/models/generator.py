@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from synboost.models.layout import to_layout_of
 from synboost.models.registry import register_model
 from synboost.models.spade import SPADEResnetBlock, maybe_spectral
 
@@ -169,6 +170,7 @@ class SPADEGenerator(nn.Module):
         if onehot.shape[1] != self.semantic_nc:
             raise ValueError(f"expected {self.semantic_nc} label channels (label_nc={self.label_nc}"
                              f"{' + edge' if self.edge_channel else ''}), got {onehot.shape[1]}")
+        onehot, image = to_layout_of(self.conv_img.weight, onehot, image)  # NHWC networks want NHWC inputs
         mu = logvar = None
         if self.use_vae and z is None:
             z, mu, logvar = self.latent(onehot.shape[0], onehot.device, onehot.dtype, image, deterministic)
