@@ -5,6 +5,13 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 
+def pytest_configure(config):
+    """Keep freed memory for reuse, as the ``synboost`` command does (``synboost.runtime.tune_malloc``)."""
+    from synboost.runtime import tune_malloc
+
+    tune_malloc()
+
+
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory):
     """A small synthetic world shared by the tests (64x128 scenes)."""
