@@ -136,14 +136,16 @@ class DemoConfig:
         model=SynthesisModelConfig(ngf=16, num_upsampling=4, z_dim=64, nef=16, encoder_size=128, ndf=32, n_layers_d=3,
                              spade_hidden=32),
         data=SynthesisDataConfig(size=[64, 128]),
-        train=LoopConfig(epochs=4, batch_size=4, lr=4e-4, weight_decay=0.0, workers=0, log_every=10, amp_cpu=True),
+        # 12 epochs (756 steps): at 4 the generator stayed at the painting's L1 (0.121 against 0.118); with 12 its
+        # val L1 fell to 0.098 at epoch 8 (README, "The generator's budget")
+        train=LoopConfig(epochs=12, batch_size=4, lr=4e-4, weight_decay=0.0, workers=0, log_every=10, amp_cpu=True),
         lambda_vgg=0.0, lambda_l1=30.0, lambda_kld=0.005, vgg_pretrained=False, sample_every=100, val_images=16,
     ))
     dissimilarity: DissimilarityConfig = dataclasses.field(default_factory=lambda: DissimilarityConfig(
         out="runs/demo/dissimilarity", perceptual_vgg_pretrained=False,
         model=DissimModelConfig(width=0.25, vgg_pretrained=False),
         data=DissimDataConfig(size=[64, 128], variants=2),
-        train=LoopConfig(epochs=8, batch_size=4, lr=5e-4, weight_decay=0.0, workers=0, log_every=20, amp_cpu=True),
+        train=LoopConfig(epochs=12, batch_size=4, lr=5e-4, weight_decay=0.0, workers=0, log_every=20, amp_cpu=True),
     ))
     pebal: PebalConfig = dataclasses.field(default_factory=lambda: PebalConfig(
         out="runs/demo/pebal",
