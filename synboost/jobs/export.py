@@ -62,21 +62,10 @@ class Graph(nn.Module):
 def fold_spectral_norm(net: nn.Module) -> tuple[nn.Module, int]:
     """A float32 NCHW CPU copy of ``net`` in eval mode with every spectral norm folded into its weight (hook or
     parametrization), and how many there were."""
-    from torch.nn.utils import parametrize
-    from torch.nn.utils.spectral_norm import SpectralNorm, remove_spectral_norm
+    from synboost.detectors.freeze import fold_spectral_norm_
 
     net = copy.deepcopy(net).cpu().float().eval().to(memory_format=torch.contiguous_format)
-    n = 0
-    for mod in net.modules():
-        for hook in list(mod._forward_pre_hooks.values()):
-            if isinstance(hook, SpectralNorm):
-                remove_spectral_norm(mod, hook.name)
-                n += 1
-        if parametrize.is_parametrized(mod):
-            for name in list(mod.parametrizations):
-                parametrize.remove_parametrizations(mod, name, leave_parametrized=True)
-                n += 1
-    return net, n
+    return net, fold_spectral_norm_(net)
 
 
 def spearman(a: torch.Tensor, b: torch.Tensor, most: int = 200_000) -> float:
