@@ -136,6 +136,8 @@ def test_synboost_end_to_end_with_a_torchvision_mobilenet_segmenter(world, mobil
     assert Path(resolve_component(read_pipeline(pipe).components.segmenter, pipe.parent)).resolve() == spec.resolve()
     det = load_pipeline(pipe, device="cpu", batch_size=2, precision="fp32")  # labels compared with a direct call
     assert isinstance(det.model, SegmenterAdapter) and det.method == "synboost"
+    # frozen by default, but a foreign segmenter runs as its owner wrote it (nothing folded into its weights)
+    assert "dissimilarity" in det.frozen and "segmenter" not in det.frozen
 
     test = open_dataset(f"synthetic:{world}")
     image = test[0]["image"]

@@ -154,15 +154,6 @@ class PosthocDetector:
         self.frozen = tuple(groups)
         self._cast_weights()
         return self
-        for net in {id(n): n for g in self._network_groups().values() for n in g}.values():
-            if net.training:
-                raise ConfigError(f"freeze: {type(net).__name__} is in training mode; a detector's networks are "
-                                  "in eval mode (call .eval() first)")
-            fold_spectral_norm_(net)
-            fold_batchnorm_(net)
-        self.frozen = True
-        self._cast_weights()
-        return self
 
     def set_compile(self) -> None:
         """torch.compile every network in place (static shapes: partial batches are padded to ``batch_size``);
