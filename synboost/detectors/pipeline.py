@@ -27,7 +27,6 @@ from typing import Any, Mapping, Sequence
 import yaml
 
 from synboost.config import PipelineComponents, PipelineConfig, PipelineDefaults, PipelineScore, from_dict, merge_config
-from synboost.detectors.adapter import SegmenterAdapter
 from synboost.detectors.components import (
     load_density,
     load_dissimilarity,
@@ -209,10 +208,7 @@ def build_detector(cfg: PipelineConfig, base: Path | None = None, device: str | 
         det = SynBoostDetector(model, gen, dissim, vgg19, meta["size"], sml, s.ensemble, s.ensemble_weights,
                                s.method, **common)
     if (d.freeze if freeze is None else freeze) and backend == "torch":  # networks loaded for this detector only
-        # a caller's network, or a foreign one (a spec file's torchvision / TorchScript / ONNX segmenter), runs as
-        # its owner wrote it: its label maps equal a direct call's; only our own networks are folded
-        foreign = segmenter is not None or isinstance(model, SegmenterAdapter)
-        det.freeze(exclude=("segmenter",) if foreign else ())
+        det.freeze(exclude=("segmenter",) if segmenter is not None else ())  # a caller's network stays as it is
     if compile:
         det.set_compile()
     if backend != "torch":

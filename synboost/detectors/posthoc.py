@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from synboost import scores
+from synboost.detectors.adapter import SegmenterAdapter
 from synboost.detectors.components import OUTLIER_METHODS, same_below_head
 from synboost.detectors.freeze import WeightCast, fold_batchnorm_, fold_spectral_norm_
 from synboost.detectors.precision import WarmUp, autocast, compile_networks, resolve_precision
@@ -140,10 +141,14 @@ class PosthocDetector:
         """Rewrite the networks for inference, in place (:mod:`synboost.detectors.freeze`): spectral norms and
         the BatchNorms that follow a convolution are folded into the weights, and the weights of the networks that
         run bf16 are kept in bf16 (float32 originals kept for a later ``set_precision``). The maps equal the
-        unfrozen ones up to float rounding. ``exclude``: networks to leave as they are (a caller's segmenter).
+        unfrozen ones up to float rounding. ``exclude``: networks to leave as they are (a caller's segmenter). A
+        foreign segmenter (a :class:`~synboost.detectors.adapter.SegmenterAdapter`: torchvision, TorchScript,
+        ONNX, ...) is always left as its owner wrote it, so that its label maps equal a direct call's.
         Idempotent; for torch networks in eval mode only."""
         if self.frozen or self.backend != "torch":
             return self
+        if isinstance(self.model, SegmenterAdapter):
+            exclude = (*exclude, "segmenter")
         groups = {k: v for k, v in self._network_groups().items() if k not in exclude}
         for net in {id(n): n for g in groups.values() for n in g}.values():
             if net.training:
