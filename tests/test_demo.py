@@ -14,6 +14,7 @@ from synboost.jobs.demo import run_demo
 
 POSTHOC = ("msp", "maxlogit", "entropy", "energy", "sml")
 DEMO = ["world.n=260", "segmentation.train.epochs=10", "synthesis.train.epochs=3", "dissimilarity.train.epochs=6",
+        "dissimilarity.data.variants=2",
         "pebal.train.epochs=4"]
 
 
