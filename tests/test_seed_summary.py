@@ -29,11 +29,12 @@ def test_the_summary_is_the_mean_and_population_std_of_the_seeds():
 
 def test_the_per_seed_checks_hold_synboost_against_the_best_posthoc_score():
     """fake seeds: SynBoost AP 10 / 20 / 30 against the entropy's 5; FPR95 50 against 60 / 50 / 40."""
-    checks = seed_checks(summarise_seeds({0: fake_summary(0), 1: fake_summary(1), 2: fake_summary(2)}))
+    agg = summarise_seeds({0: fake_summary(0), 1: fake_summary(1), 2: fake_summary(2)})
+    checks = seed_checks(agg)
     assert [c["ratio"] for c in checks] == pytest.approx([2, 4, 6])
     assert [c["fpr95_below_all"] for c in checks] == [True, False, False]  # 50 < 60; 50 == 50 is not below; 50 > 40
     assert all(c["best_ap_method"] == "entropy" for c in checks)
-    text = seeds_markdown(summarise_seeds({0: fake_summary(0), 1: fake_summary(1), 2: fake_summary(2)}))
+    text = seeds_markdown(agg)
     assert "| 1 | 20.00 | 5.00 (entropy) | 4.00x | 50.00 | 50.00 (entropy) | no |" in text
     assert seed_checks({"seeds": [0], "methods": {"entropy": {}}}) == []  # no SynBoost row: no checks
 

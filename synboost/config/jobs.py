@@ -146,7 +146,7 @@ class DemoConfig:
         model=DissimModelConfig(width=0.25, vgg_pretrained=False),
         # 4 anomaly variants of each training image (new label switches each) for 6 epochs instead of 2 for 12:
         # the same steps on twice the variety; on one fixed held-out set of training anomalies (seed 0) AP 79.9
-        # against 72.5 (8 variants for 3 epochs: 73.0), README "The dissimilarity stage's data"
+        # against 72.5 (8 variants for 3 epochs: 73.0); README, demo section, "What changed SynBoost's numbers"
         data=DissimDataConfig(size=[64, 128], variants=4),
         train=LoopConfig(epochs=6, batch_size=4, lr=5e-4, weight_decay=0.0, workers=0, log_every=20, amp_cpu=True),
     ))

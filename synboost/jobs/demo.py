@@ -160,7 +160,7 @@ def seeds_markdown(agg: dict) -> str:
     checks = seed_checks(agg)
     if checks:
         lines += ["", "Per seed, SynBoost against the best post-hoc score of the same segmenter (" + ", ".join(
-            m for m in POSTHOC_SCORES if m in agg["methods"]) + "):", "",
+            m for m in posthoc_scores() if m in agg["methods"]) + "):", "",
             "| seed | SynBoost AP | best post-hoc AP | ratio | SynBoost FPR95 | lowest post-hoc FPR95 | below all |",
             "|---|---:|---:|---:|---:|---:|---|"]
         for c in checks:
@@ -170,15 +170,20 @@ def seeds_markdown(agg: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-#: the post-hoc scores of the segmenter that SynBoost is held against in ``seeds.md`` (no extra network, no
-#: re-training, no outlier data)
-POSTHOC_SCORES = ("msp", "maxlogit", "entropy", "energy", "sml", "mcdropout")
+def posthoc_scores() -> tuple[str, ...]:
+    """The post-hoc scores of the segmenter that SynBoost is held against in ``seeds.md``: the scores of its
+    outputs (``POSTHOC_METHODS``) that the comparison table lists with no re-training, no extra network and no
+    outlier data (imported here, so that importing this module does not load torch)."""
+    from synboost.detectors.posthoc import POSTHOC_METHODS
+    from synboost.jobs.compare import METHOD_INFO
+
+    return tuple(m for m in POSTHOC_METHODS if METHOD_INFO[m][:3] == ("no", "no", "no"))
 
 
 def seed_checks(agg: dict, method: str = "synboost") -> list[dict]:
     """Per seed: ``method``'s AP as a multiple of the best post-hoc AP, and whether its FPR95 is below every
     post-hoc FPR95 (the claims the SynBoost paper makes against those baselines); [] without the rows."""
-    post = [m for m in POSTHOC_SCORES if m in agg["methods"]]
+    post = [m for m in posthoc_scores() if m in agg["methods"]]
     if method not in agg["methods"] or not post:
         return []
     out = []
