@@ -26,6 +26,10 @@ def register(sub) -> None:
 
     ab = sub.add_parser("ablate", help="train and score the paper's ablation variants on the synthetic world")
     add_config(ab)
+    ab.add_argument("--seeds", type=int, nargs="+", metavar="K",
+                    help="the ablation once per training seed on the base demo's stages of that seed "
+                         "(BASE/seed-K, as demo --seeds leaves them), in OUT/seed-K; then mean +- std of every row "
+                         "and its change against the full configuration in OUT/ablation_seeds.md")
     add_fresh(ab, "retrain everything", "ablate")
     ab.set_defaults(run=run, interrupt=RESUMES)
 
@@ -63,9 +67,13 @@ def run(a: argparse.Namespace) -> None:
         run_demo(cfg, quick=a.quick, resume=not a.fresh)
     elif a.verb == "ablate":
         from synboost.config import AblationConfig
-        from synboost.jobs.ablate import run_ablation
+        from synboost.jobs.ablate import run_ablation, run_ablation_seeds
 
-        run_ablation(load_config(AblationConfig, a.config, a.overrides), resume=not a.fresh)
+        cfg = load_config(AblationConfig, a.config, a.overrides)
+        if a.seeds:
+            run_ablation_seeds(cfg, a.seeds, resume=not a.fresh)
+        else:
+            run_ablation(cfg, resume=not a.fresh)
     else:
         _compare(a)
 

@@ -154,6 +154,10 @@ class DissimDataConfig:
     """The dissimilarity stage's data: the training split, its resolution and the training anomalies."""
     train: str = "cityscapes:data/cityscapes@train"  #: needs instance ids (label switching)
     size: list[int] = dataclasses.field(default_factory=lambda: [256, 512])  #: (H, W) of the dissimilarity stage
+    #: (H, W) random crop of each training sample, taken after the samples are made at ``size`` (inputs, maps and
+    #: target cropped alike); [] = whole samples. The network is fully convolutional and is validated and run at
+    #: ``size``: training on crops buys a finer map at the cost of fewer pixels per step
+    crop: list[int] = dataclasses.field(default_factory=list)
     heldout_fraction: float = 0.1  #: training images held out for model selection (never the evaluation set)
     variants: int = 2  #: anomaly variants made per training image (the first uses the predicted label map)
     switch_instances: bool = True  #: SynBoost / Lis et al. label switching

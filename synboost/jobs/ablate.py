@@ -43,7 +43,7 @@ def run_ablation(cfg: AblationConfig, resume: bool = True) -> dict:
     from synboost.detectors.pipeline import load_pipeline, write_pipeline_file
     from synboost.jobs.evaluate import evaluate
     from synboost.jobs.report import Gallery, write_ablation_report
-    from synboost.jobs.stages import place_stages, prepare_stages
+    from synboost.jobs.stages import place_stages, prepare_stages, stage_done
     from synboost.runtime import pick_device
     from synboost.training.dissimilarity import prepare_samples, train_dissimilarity
 
@@ -73,6 +73,14 @@ def run_ablation(cfg: AblationConfig, resume: bool = True) -> dict:
         for k, v in data_ov.items():
             setattr(dis.data, k, v)
         dis.out = str(out / ("full" if not model_ov and not data_ov else name))
+        if key not in trained and not model_ov and not data_ov and resume and stage_done(
+                base.dissimilarity, "dissimilarity.safetensors"):
+            # the main configuration is the base demo's own dissimilarity stage: a finished run of exactly this
+            # config (same anomaly data, seed and network) is that network, so it is not trained twice
+            print(f"[{name}] the base demo's dissimilarity network ({base.dissimilarity.out}), finished with this "
+                  "config: reused")
+            stage_dirs[name] = base.dissimilarity.out
+            trained[key] = Path(base.dissimilarity.out) / "dissimilarity.safetensors"
         if key not in trained:
             void = dis.data.void_anomalies
             if void not in shared:
@@ -116,4 +124,81 @@ def ablation_table(report: dict) -> str:
         d = "" if full is None or r is full else f"{100 * (r['ap'] - full['ap']):+.2f}"
         lines.append(f"| {r['variant']} | {r['removes']} | {100 * r['ap']:.2f} | {100 * r['fpr95']:.2f} | "
                      f"{100 * r['auroc']:.2f} | {d} |")
+    return "\n".join(lines) + "\n"
+
+
+def run_ablation_seeds(cfg: AblationConfig, seeds: list[int], resume: bool = True) -> dict:
+    """``synboost ablate --seeds A B C``: the ablation once per training seed, each on the base demo's stages of
+    that seed (``<base.out>/seed-<k>``, as ``synboost demo --seeds`` leaves them, trained there when missing)
+    and written to ``<out>/seed-<k>``; then ``ablation_seeds.md`` / ``.json``: every row's AP and FPR95 as mean +-
+    std over the seeds, and its change against the full configuration per seed (paired)."""
+    from synboost.jobs.demo import seed_folder
+
+    reports = {}
+    for k in seeds:
+        print(f"\n=== ablation, seed {k} ({seeds.index(k) + 1} of {len(seeds)}) ===")
+        one = copy.deepcopy(cfg)
+        one.base.seed, one.base.out, one.out = k, seed_folder(cfg.base.out, k), seed_folder(cfg.out, k)
+        reports[k] = run_ablation(one, resume=resume)
+    agg = summarise_ablation_seeds(reports)
+    out = Path(cfg.out)
+    write_json(out / "ablation_seeds.json", agg)
+    text = ablation_seeds_markdown(agg)
+    write_text(out / "ablation_seeds.md", text)
+    print("\n" + text)
+    print(f"written to {out}/ablation_seeds.md and ablation_seeds.json (each seed's run in {out}/seed-<k>/)")
+    return agg
+
+
+def summarise_ablation_seeds(reports: dict[int, dict]) -> dict:
+    """Per variant: AP / FPR95 / AUROC (in %) as mean, population std and per-seed values, and the paired change
+    against the full configuration of the same seed (variant - full), with ``beyond_spread`` true where the mean
+    change is larger than its std over the seeds and of the same sign in every seed."""
+    import numpy as np
+
+    seeds = sorted(reports)
+
+    def stat(values) -> dict:
+        a = np.asarray(values, np.float64)
+        return {"mean": float(a.mean()), "std": float(a.std()), "values": [float(v) for v in a]}
+
+    by_seed = {k: {r["variant"]: r for r in reports[k]["rows"]} for k in seeds}
+    names = [r["variant"] for r in reports[seeds[0]]["rows"]]
+    rows = []
+    for name in names:
+        if not all(name in by_seed[k] for k in seeds):
+            continue
+        row = {"variant": name, "removes": by_seed[seeds[0]][name]["removes"]}
+        for key in ("ap", "fpr95", "auroc"):
+            row[key] = stat([100 * by_seed[k][name][key] for k in seeds])
+        if name != "full" and all("full" in by_seed[k] for k in seeds):
+            for key in ("ap", "fpr95"):
+                d = np.asarray([100 * (by_seed[k][name][key] - by_seed[k]["full"][key]) for k in seeds])
+                row[f"delta_{key}"] = {**stat(d), "beyond_spread": bool(abs(d.mean()) > d.std()
+                                                                         and (np.all(d > 0) or np.all(d < 0)))}
+        rows.append(row)
+    first = reports[seeds[0]]
+    return {"seeds": seeds, "dataset": first["dataset"], "images": first["images"], "rows": rows,
+            "seconds": {k: reports[k]["seconds"] for k in seeds}}
+
+
+def ablation_seeds_markdown(agg: dict) -> str:
+    """The table of :func:`summarise_ablation_seeds`: a change marked * is beyond its spread."""
+    def pm(st: dict) -> str:
+        return f"{st['mean']:.2f} +- {st['std']:.2f}"
+
+    def delta(row: dict, key: str) -> str:
+        d = row.get(f"delta_{key}")
+        return "" if d is None else f"{d['mean']:+.2f} +- {d['std']:.2f}{' *' if d['beyond_spread'] else ''}"
+
+    n = len(agg["seeds"])
+    lines = [f"Ablation on the {agg['dataset']} ({agg['images']} images) over {n} seeds "
+             f"({', '.join(map(str, agg['seeds']))}): mean +- population std over the seeds; each row removes one "
+             "thing. The change is the variant minus the full configuration of the same seed (mean +- std of the "
+             "per-seed changes); * marks a change larger than its std and of the same sign in every seed.", "",
+             "| variant | removes | AP (%) | FPR95 (%) | AP change | FPR95 change | AP per seed |",
+             "|---|---|---:|---:|---:|---:|---|"]
+    for r in agg["rows"]:
+        lines.append(f"| {r['variant']} | {r['removes']} | {pm(r['ap'])} | {pm(r['fpr95'])} | {delta(r, 'ap')} | "
+                     f"{delta(r, 'fpr95')} | " + ", ".join(f"{v:.2f}" for v in r["ap"]["values"]) + " |")
     return "\n".join(lines) + "\n"

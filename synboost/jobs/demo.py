@@ -39,8 +39,6 @@ def run_demo(cfg: DemoConfig, quick: bool = False, resume: bool = True) -> dict:
     if quick:
         _shrink(cfg)
     place_stages(cfg)
-    for stage in (cfg.segmentation, cfg.synthesis, cfg.dissimilarity, cfg.pebal):
-        stage.train.seed = cfg.seed
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")

@@ -34,14 +34,32 @@ def stage_done(cfg, product: str) -> bool:
     """The stage's run folder holds a finished run of exactly this config and its product file."""
     out = Path(cfg.out)
     summary = out / "summary.json"
-    return ((out / product).is_file() and summary.is_file() and json.loads(summary.read_text()).get("finished")
-            and (out / "config.yaml").is_file()
-            and (out / "config.yaml").read_text() == yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    if not ((out / product).is_file() and summary.is_file() and json.loads(summary.read_text()).get("finished")
+            and (out / "config.yaml").is_file()):
+        return False
+    return same_config(cfg, out / "config.yaml")
+
+
+def same_config(cfg, path: Path) -> bool:
+    """The config saved at ``path`` is ``cfg``: compared as parsed by ``cfg``'s schema, so a field added to the
+    schema since (at its default) does not make a finished run look different; a saved key the schema no longer
+    has, or a file that does not parse, does."""
+    from synboost.config import from_dict
+    from synboost.errors import ConfigError
+
+    try:
+        saved = yaml.safe_load(path.read_text())
+        return isinstance(saved, dict) and to_dict(from_dict(type(cfg), saved)) == to_dict(cfg)
+    except (yaml.YAMLError, ConfigError):
+        return False
 
 
 def place_stages(cfg: DemoConfig) -> None:
-    """Every output of the demo lives under ``cfg.out``; the stages' folders and inputs are derived from it."""
+    """Every output of the demo lives under ``cfg.out``; the stages' folders and inputs are derived from it, and
+    their training seed from ``cfg.seed``."""
     out = Path(cfg.out)
+    for stage in (cfg.segmentation, cfg.synthesis, cfg.dissimilarity, cfg.pebal):
+        stage.train.seed = cfg.seed
     cfg.world.out = str(out / "world")
     train, val = f"synthetic:{cfg.world.out}@train", f"synthetic:{cfg.world.out}@val"
     cfg.segmentation.out, cfg.synthesis.out = str(out / "segmentation"), str(out / "synthesis")

@@ -47,17 +47,23 @@ def _label_ids(sample) -> np.ndarray:
 
 
 class DissimSamples(SeededDataset):
-    """Precomputed samples as tensors; joint horizontal flips seeded by (seed, epoch, index)."""
+    """Precomputed samples as tensors; joint horizontal flips and (``crop``: (H, W)) joint random crops, seeded by
+    (seed, epoch, index)."""
 
-    def __init__(self, items: list[dict], flip: bool, seed: int = 0):
+    def __init__(self, items: list[dict], flip: bool, seed: int = 0, crop: tuple[int, int] | None = None):
         super().__init__(items, seed)
-        self.flip = flip
+        self.flip, self.crop = flip, tuple(crop) if crop else None
 
     def __getitem__(self, i: int):
         it = self.items[i]
         out = [it["image"], it["synthesis"], it["labels"], it["priors"], it["target"]]
-        if self.flip and self.rng(i).random() < 0.5:
+        rng = self.rng(i)
+        if self.flip and rng.random() < 0.5:
             out = [t.flip(-1) for t in out]
+        if self.crop:
+            (h, w), (ch, cw) = out[-1].shape[-2:], self.crop
+            y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+            out = [t[..., y:y + ch, x:x + cw] for t in out]
         return tuple(out)
 
 
@@ -143,6 +149,10 @@ class DissimilarityTask(Task):
         if not cfg.segmenter or not cfg.generator:
             raise ConfigError("dissimilarity training needs 'segmenter' and 'generator' checkpoints (set them in the "
                               "config or with --set segmenter=... --set generator=...)")
+        crop, size = list(cfg.data.crop), list(cfg.data.size)
+        if crop and (len(crop) != 2 or crop[0] > size[0] or crop[1] > size[1] or min(crop) < 1):
+            raise ConfigError(f"data.crop {crop} must be two sides no larger than data.size {size} (or [] for "
+                              "whole samples)")
         self.cfg, self.progress, self.samples = cfg, progress, samples
         self._train = self._held = None
         self.weights = None
@@ -183,7 +193,7 @@ class DissimilarityTask(Task):
         from synboost.runtime import pick_device
 
         self._prepare(pick_device(self.cfg.train.device))
-        return DissimSamples(self._train, self.cfg.data.flip, self.cfg.train.seed)
+        return DissimSamples(self._train, self.cfg.data.flip, self.cfg.train.seed, self.cfg.data.crop or None)
 
     def _forward(self, model, batch, device):
         image, syn, labels, priors, target = (t.to(device) for t in batch)
