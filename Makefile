@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: demo test test-fast lint install clean
+.PHONY: demo demo-full test test-fast lint install clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,10 @@ install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/synboost demo
+
+# the dissimilarity network trained 3x as long, in runs/demo-full, on the stages `make demo` left in runs/demo
+demo-full: $(VENV)/.installed
+	$(VENV)/bin/synboost demo --full
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q

@@ -69,9 +69,11 @@ def test_seed_summary_pairs_each_variant_with_the_full_run_of_its_seed():
     assert rows["a"]["delta_fpr95"]["mean"] == pytest.approx(10) and rows["a"]["delta_fpr95"]["beyond_spread"]
     # b: +1, -1, +2: mixed signs, not beyond its spread
     assert not rows["b"]["delta_ap"]["beyond_spread"] and "delta_ap" not in rows["full"]
-    assert rows["b"]["delta_fpr95"]["values"] == pytest.approx([0, 2, -2]) and not rows["b"]["delta_fpr95"]["beyond_spread"]
+    db = rows["b"]["delta_fpr95"]
+    assert db["values"] == pytest.approx([0, 2, -2]) and not db["beyond_spread"]
     text = ablation_seeds_markdown(agg)
-    assert "| a | the a | 21.00 +- 8.60 | 60.00 +- 1.63 | -9.00 +- 0.82 * | +10.00 +- 1.63 * | 20.00, 32.00, 11.00 |" in text
+    assert ("| a | the a | 21.00 +- 8.60 | 60.00 +- 1.63 | -9.00 +- 0.82 * | +10.00 +- 1.63 * | "
+            "20.00, 32.00, 11.00 |") in text
     assert "| b | the b | 30.67 +- 6.94 | 50.00 +- 1.63 | +0.67 +- 1.25 | +0.00 +- 1.63 |" in text
 
 

@@ -61,3 +61,58 @@ def test_the_demo_seed_is_every_stages_training_seed(monkeypatch, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         demo.run_demo(cfg)
     assert seen == {"segmentation": 7, "synthesis": 7, "dissimilarity": 7, "pebal": 7, "world": world_seed}
+
+
+def _stop_at_stages(monkeypatch):
+    from synboost.jobs import demo
+
+    seen = []
+
+    def stop(cfg, resume):
+        seen.append(cfg)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo, "prepare_stages", stop)
+    return seen
+
+
+def test_full_trains_only_the_dissimilarity_stage_anew_beside_the_default_demo(monkeypatch, tmp_path):
+    """--full: out is <out>-full, every upstream stage is the default demo's (same folder, same config), and only
+    the dissimilarity network (3x the epochs) lives in the new folder."""
+    from synboost.cli import main
+    from synboost.config import DemoConfig
+
+    seen = _stop_at_stages(monkeypatch)
+    out = tmp_path / "demo"
+    main(["demo", "--full", "--set", f"out={out}"])  # stopped (as by Ctrl-C) where the stages would train
+    cfg, plain = seen[0], DemoConfig(out=str(out))
+    from synboost.jobs.stages import place_stages
+
+    place_stages(plain)
+    assert cfg.out == str(out) + "-full" and cfg.stages_from == str(out)
+    for name in ("world", "segmentation", "synthesis", "pebal"):
+        assert getattr(cfg, name) == getattr(plain, name), name  # the very stage runs of the default demo
+    assert cfg.dissimilarity.out == str(tmp_path / "demo-full" / "dissimilarity")
+    assert cfg.dissimilarity.train.epochs == 3 * plain.dissimilarity.train.epochs
+    assert (cfg.dissimilarity.segmenter, cfg.dissimilarity.generator) == (plain.dissimilarity.segmenter,
+                                                                          plain.dissimilarity.generator)
+
+
+def test_full_with_seeds_pairs_each_seed_with_that_seeds_default_run(monkeypatch, tmp_path):
+    from synboost.config import DemoConfig
+    from synboost.jobs import demo
+
+    seen = []
+    monkeypatch.setattr(demo, "run_demo", lambda cfg, quick=False, resume=True: seen.append(cfg) or {"seconds": {}})
+    monkeypatch.setattr(demo, "summarise_seeds", lambda s: {"seeds": [], "figures": {}, "methods": {}})
+    cfg = demo.full_config(DemoConfig(out=str(tmp_path / "d")))
+    demo.run_demo_seeds(cfg, [1, 2])
+    assert [(c.seed, c.out, c.stages_from) for c in seen] == [
+        (k, seed_folder(str(tmp_path / "d-full"), k), seed_folder(str(tmp_path / "d"), k)) for k in (1, 2)]
+
+
+def test_full_and_quick_together_is_an_error(capsys):
+    from synboost.cli import main
+
+    assert main(["demo", "--full", "--quick"]) != 0
+    assert "--full" in capsys.readouterr().err

@@ -17,6 +17,9 @@ def register(sub) -> None:
     m = sub.add_parser("demo", help="the whole job on the embedded synthetic world (CPU, minutes)")
     add_config(m)
     m.add_argument("--quick", action="store_true", help="a much smaller run (for smoke tests)")
+    m.add_argument("--full", action="store_true",
+                   help="the dissimilarity network trained 3x as long, in OUT-full, on the world and stages of "
+                        "OUT (reused when the default demo left them, trained there otherwise)")
     m.add_argument("--seed", type=int, help="the training seed of every stage (the world stays the same); default 0")
     m.add_argument("--seeds", type=int, nargs="+", metavar="K",
                    help="the whole demo once per seed (in OUT/seed-K), then mean +- std of every figure in "
@@ -55,6 +58,13 @@ def run(a: argparse.Namespace) -> None:
         cfg = load_config(DemoConfig, a.config, a.overrides)
         if a.seeds is not None and a.seed is not None:
             raise SynboostError("give --seed K (one run) or --seeds K ... (several), not both")
+        if a.full and a.quick:
+            raise SynboostError("give --full (a longer run) or --quick (a smoke test), not both")
+        default_out = cfg.out == DemoConfig().out
+        if a.full:
+            from synboost.jobs.demo import full_config
+
+            full_config(cfg)
         if a.seeds:
             run_demo_seeds(cfg, a.seeds, quick=a.quick, resume=not a.fresh)
             return
@@ -62,8 +72,10 @@ def run(a: argparse.Namespace) -> None:
             from synboost.jobs.demo import seed_folder
 
             cfg.seed = a.seed
-            if cfg.out == DemoConfig().out:  # the default folder holds the default seed's run: keep it
+            if default_out:  # the default folder holds the default seed's run: keep it
                 cfg.out = seed_folder(cfg.out, a.seed)
+                if cfg.stages_from:
+                    cfg.stages_from = seed_folder(cfg.stages_from, a.seed)
         run_demo(cfg, quick=a.quick, resume=not a.fresh)
     elif a.verb == "ablate":
         from synboost.config import AblationConfig

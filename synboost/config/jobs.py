@@ -172,6 +172,10 @@ class DemoConfig:
         out="runs/demo/backbone", backbone=BackboneNetConfig(depth=[16, 19], head_dim=64, edges=True),
         data=BackboneDataConfig(size=[64, 128], crop=[64, 128], scale_min=0.75, scale_max=1.25),
         train=LoopConfig(epochs=2, batch_size=8, lr=2e-4, weight_decay=1e-4, workers=0, log_every=10, amp_cpu=True)))
+    #: a demo folder whose world, segmentation, PEBAL, synthesis and backbone stages this run uses (reused there
+    #: when done with the same config, trained there otherwise); "" = this run's own ``out``. ``demo --full``
+    #: sets it to the default demo's folder, so the longer run trains only the stage it changes
+    stages_from: str = ""
     #: the training seed of every stage (``synboost demo --seed``): initialisation, data order, augmentation,
     #: anomaly data; the world keeps ``world.seed``, so every seed trains and scores on the same scenes
     seed: int = 0

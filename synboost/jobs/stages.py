@@ -58,22 +58,23 @@ def place_stages(cfg: DemoConfig) -> None:
     """Every output of the demo lives under ``cfg.out``; the stages' folders and inputs are derived from it, and
     their training seed from ``cfg.seed``."""
     out = Path(cfg.out)
+    src = Path(getattr(cfg, "stages_from", "") or out)  # the upstream stages' folder (``stages_from``)
     for stage in (cfg.segmentation, cfg.synthesis, cfg.dissimilarity, cfg.pebal):
         stage.train.seed = cfg.seed
-    cfg.world.out = str(out / "world")
+    cfg.world.out = str(src / "world")
     train, val = f"synthetic:{cfg.world.out}@train", f"synthetic:{cfg.world.out}@val"
-    cfg.segmentation.out, cfg.synthesis.out = str(out / "segmentation"), str(out / "synthesis")
-    cfg.dissimilarity.out, cfg.pebal.out = str(out / "dissimilarity"), str(out / "pebal")
+    cfg.segmentation.out, cfg.synthesis.out = str(src / "segmentation"), str(src / "synthesis")
+    cfg.dissimilarity.out, cfg.pebal.out = str(out / "dissimilarity"), str(src / "pebal")
     cfg.pebal.data.train, cfg.pebal.data.val = train, val
-    cfg.pebal.segmenter = str(out / "segmentation" / "segmenter.safetensors")
+    cfg.pebal.segmenter = str(src / "segmentation" / "segmenter.safetensors")
     cfg.segmentation.data.train, cfg.segmentation.data.val = train, val
     cfg.synthesis.data.train, cfg.synthesis.data.val = train, val
     cfg.dissimilarity.data.train = train
-    cfg.dissimilarity.segmenter = str(out / "segmentation" / "segmenter.safetensors")
-    cfg.dissimilarity.generator = str(out / "synthesis" / "generator.safetensors")
+    cfg.dissimilarity.segmenter = str(src / "segmentation" / "segmenter.safetensors")
+    cfg.dissimilarity.generator = str(src / "synthesis" / "generator.safetensors")
     bb = getattr(cfg, "backbone", None)
     if bb is not None:
-        bb.out = str(out / "backbone")
+        bb.out = str(src / "backbone")
         bb.data.train, bb.data.val = train, val
         if cfg.pretrained_trunks:
             vgg16, vgg19 = trunk_files(bb)
