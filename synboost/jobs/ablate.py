@@ -156,11 +156,9 @@ def summarise_ablation_seeds(reports: dict[int, dict]) -> dict:
     change is larger than its std over the seeds and of the same sign in every seed."""
     import numpy as np
 
-    seeds = sorted(reports)
+    from synboost.jobs.demo import mean_std as stat
 
-    def stat(values) -> dict:
-        a = np.asarray(values, np.float64)
-        return {"mean": float(a.mean()), "std": float(a.std()), "values": [float(v) for v in a]}
+    seeds = sorted(reports)
 
     by_seed = {k: {r["variant"]: r for r in reports[k]["rows"]} for k in seeds}
     names = [r["variant"] for r in reports[seeds[0]]["rows"]]

@@ -125,15 +125,18 @@ def seed_folder(out: str, seed: int) -> str:
     return str(Path(out) / f"seed-{seed}")
 
 
+def mean_std(values) -> dict:
+    """Mean, population std and the values themselves (as floats) of one figure over seeds."""
+    import numpy as np
+
+    a = np.asarray(values, np.float64)
+    return {"mean": float(a.mean()), "std": float(a.std()), "values": [float(v) for v in a]}
+
+
 def summarise_seeds(summaries: dict[int, dict]) -> dict:
     """Mean, std (population, over seeds) and the per-seed values of every figure and every method's AP / FPR95 /
     AUROC on the anomaly test, from the demo summaries of several seeds."""
-    import numpy as np
-
-    def stat(values: list[float]) -> dict:
-        a = np.asarray(values, np.float64)
-        return {"mean": float(a.mean()), "std": float(a.std()), "values": [float(v) for v in a]}
-
+    stat = mean_std
     seeds = sorted(summaries)
     figures = {}
     for label, path, scale in SEED_FIGURES:
