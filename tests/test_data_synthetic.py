@@ -77,12 +77,13 @@ def test_world_layout_is_read_by_the_readers(tiny_world):
 
 
 def test_street_clutter_is_varied_void_and_never_the_test_objects():
-    """The void clutter (static / dynamic) occurs in most scenes, in many colours, on the sidewalks and now and
-    then on the road's edge; the out-of-distribution objects (label 0) occur only where asked for (test scenes)."""
+    """The void clutter (static / dynamic) occurs in most scenes, in many colours, on the sidewalks, by the road's
+    edge and in the middle of the road (road on both sides of it); the out-of-distribution objects (label 0) occur
+    only where asked for (test scenes)."""
     import cv2
 
     scenes = [generate_scene(200 + s, 128, 256) for s in range(40)]
-    hues, on_road, with_clutter = [], 0, 0
+    hues, on_road, mid_road, with_clutter = [], 0, 0, 0
     for sc in scenes:
         clutter = np.isin(sc.label_ids, [4, 5])
         assert not (sc.label_ids == 0).any() and not (sc.anomaly == 1).any()  # no OOD object without n_ood
@@ -100,7 +101,13 @@ def test_street_clutter_is_varied_void_and_never_the_test_objects():
                 ys, xs = np.nonzero(part)
                 below = sc.label_ids[min(ys.max() + 1, sc.label_ids.shape[0] - 1), xs]
                 on_road += int((below == 7).mean() > 0.5)
+                # road to the left and to the right of its bottom row: it stands inside the road, not at its kerb
+                y, x0, x1 = ys.max(), xs[ys == ys.max()].min(), xs[ys == ys.max()].max()
+                row = sc.label_ids[y]
+                mid_road += int(x0 >= 3 and x1 <= row.size - 4 and (row[max(0, x0 - 6):x0 - 2] == 7).all()
+                                and (row[x1 + 3:x1 + 7] == 7).all())
     assert with_clutter >= 30
     assert len(hues) >= 60
     assert np.histogram(hues, bins=6, range=(0, 180))[0].min() >= 2  # every sixth of the hue circle occurs
     assert on_road >= 3
+    assert mid_road >= 12  # world v3, with clutter only by the kerb: 7 of these 40 scenes; v4: 19

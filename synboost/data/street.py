@@ -318,7 +318,8 @@ def _void_mask(c: Canvas, rng, make: str, x: float, base: float, m: float) -> tu
 def paint_void_objects(c: Canvas, rng, lay: Layout) -> None:
     """Unlabelled street clutter: Cityscapes' void "static" and "dynamic" classes, as varied as real clutter in
     make (:data:`VOID_MAKES`, muted colours of any hue, textured, shaded, with parts in their own colours) and in
-    placement (anywhere on the sidewalks, at the facades, on the kerb, now and then on the road's edge). Ignored
+    placement (anywhere on the sidewalks, at the facades, on the kerb, by the road's edge and, as lost cargo,
+    debris or road works, anywhere across the road: 45 % of the pieces stand on the road). Ignored
     by the segmenter; void in the anomaly masks (as Fishyscapes voids unknown background objects). Drawn from a
     child generator of the scene's, so the clutter can change without moving the rest of the scene."""
     crng = np.random.default_rng(int(rng.integers(2**62)))
@@ -331,6 +332,8 @@ def paint_void_objects(c: Canvas, rng, lay: Layout) -> None:
             if where < 0.15:  # on the road, by the kerb
                 lo, hi = (lay.road_l, lay.road_l + 0.12 * (lay.road_r - lay.road_l)) if side < 0 else \
                     (lay.road_r - 0.12 * (lay.road_r - lay.road_l), lay.road_r)
+            elif where < 0.45:  # anywhere across the road: lost cargo, debris, road works (void in Cityscapes)
+                lo, hi = lay.road_l, lay.road_r
             else:
                 lo, hi = (lay.walk_l, lay.road_l) if side < 0 else (lay.road_r, lay.walk_r)
             x, base, m = lay.x(t, crng.uniform(lo, hi)), lay.y(t), lay.metre * t

@@ -31,7 +31,8 @@ import numpy as np
 from synboost.data.street import (ID, Canvas, Layout, jitter, paint_ground, paint_side, paint_sky,
                                   paint_street_furniture, paint_traffic, paint_void_objects)
 
-GENERATOR_VERSION = 3  # 3: varied street clutter (street.VOID_MAKES) from a child generator
+GENERATOR_VERSION = 4  # 3: varied street clutter (street.VOID_MAKES) from a child generator; 4: clutter also
+#                        anywhere across the road (lost cargo, debris, road works), not only by the kerb
 
 
 @dataclass
