@@ -23,11 +23,14 @@ def test_every_default_variant_is_known_and_builds():
 
 def test_table_reports_the_difference_to_the_full_model():
     rep = {"dataset": "d", "images": 3, "rows": [
-        {"variant": "full", "removes": "nothing", "ap": 0.5, "fpr95": 0.2, "auroc": 0.9},
-        {"variant": "no_entropy", "removes": "the entropy input", "ap": 0.4, "fpr95": 0.3, "auroc": 0.8}]}
+        {"variant": "full", "removes": "nothing", "ap": 0.5, "fpr95": 0.2, "auroc": 0.9, "fusion_weights": [0.6, 0.4]},
+        {"variant": "no_entropy", "removes": "the entropy input", "ap": 0.4, "fpr95": 0.3, "auroc": 0.8},
+        {"variant": "no_ensemble", "removes": "the fusion", "ap": 0.45, "fpr95": 0.3, "auroc": 0.8,
+         "fusion_weights": None}]}
     text = ablation_table(rep)
-    assert "| no_entropy | the entropy input | 40.00 | 30.00 | 80.00 | -10.00 |" in text
-    assert "| full | nothing | 50.00 | 20.00 | 90.00 |  |" in text
+    assert "| no_entropy | the entropy input | 40.00 | 30.00 | 80.00 | -10.00 |  |" in text
+    assert "| full | nothing | 50.00 | 20.00 | 90.00 |  | 0.6 / 0.4 |" in text
+    assert "| no_ensemble | the fusion | 45.00 | 30.00 | 80.00 | -5.00 |  |" in text
 
 
 def test_unknown_variant_is_an_error(tmp_path):

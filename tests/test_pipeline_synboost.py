@@ -40,6 +40,46 @@ def test_ensemble_is_the_weighted_sum_with_the_normalised_entropy(stages, tmp_pa
     np.testing.assert_allclose(no_ens["synboost"], no_ens["dissimilarity"], atol=1e-6)
 
 
+def test_four_weights_add_the_distance_and_the_perceptual_difference(stages, tmp_path):
+    """Four weights: the fused map is the weighted sum of the four maps the official weight search ranges over;
+    each map computed here by hand (fp32, so that they match to rounding) at the dissimilarity size, then
+    upsampled."""
+    from synboost.detectors.perceptual import perceptual_difference
+    from synboost.tensors import imagenet_denormalize01, imagenet_normalize01, images_to_batch
+
+    rng = np.random.default_rng(2)
+    image = rng.integers(0, 255, (64, 128, 3), dtype=np.uint8)
+    det = synboost_pipe(stages, tmp_path, ensemble_weights=[0.0, 0.0, 0.0, 1.0], precision="fp32")
+    only_perc = det.score_all([image])[0]["synboost"]
+    with torch.no_grad():
+        batch = images_to_batch([image], "cpu")
+        logits = det.model(batch)
+        labels, img01 = resize_maps((32, 64), logits.argmax(1), [], imagenet_denormalize01(batch))
+        from synboost.models.generator import resynthesize
+
+        syn = resynthesize(det.generator, labels, img01)
+        perc = perceptual_difference(det.vgg19, imagenet_normalize01(img01), imagenet_normalize01(syn))
+        dist = resize_maps((32, 64), None, [scores.synboost_distance(logits)])[0]
+    up = [torch.nn.functional.interpolate(m[:, None], size=(64, 128), mode="bilinear", align_corners=False)[0, 0]
+          .numpy() for m in (perc, dist)]
+    np.testing.assert_allclose(only_perc, up[0], atol=1e-4)
+    def fused(weights):
+        return synboost_pipe(stages, tmp_path, ensemble_weights=weights, precision="fp32").score_all([image])[0][
+            "synboost"]
+
+    np.testing.assert_allclose(fused([0.0, 0.0, 1.0, 0.0]), up[1], atol=1e-5)
+    np.testing.assert_allclose(fused([0.25, 0.25, 0.25, 0.25]), 0.5 * fused([0.5, 0.5]) + 0.25 * up[1] + 0.25 * up[0],
+                               atol=1e-4)
+
+
+@pytest.mark.parametrize("weights", [[0.5, 0.3, 0.2], [1.0, -0.5], [0.0, 0.0]])
+def test_bad_fusion_weights_are_one_clear_error(stages, tmp_path, weights):
+    from synboost.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="ensemble_weights"):
+        synboost_pipe(stages, tmp_path, ensemble_weights=weights)
+
+
 def test_deterministic(stages, tmp_path):
     image = np.random.default_rng(2).integers(0, 255, (64, 128, 3), dtype=np.uint8)
     det = synboost_pipe(stages, tmp_path)

@@ -9,6 +9,7 @@ def fake_summary(k: float) -> dict:
     return {"stages": {"segmentation": {"score": 0.30 + 0.01 * k}, "synthesis": {"l1": 0.10 + k / 100,
                                                                                    "l1_mean_colour_painting": 0.12},
                        "dissimilarity": {"heldout_ap": 0.5 + k / 10}, "pebal": {"ap": 0.4}},
+            "ensemble": {"weights": [1 - k / 4, k / 4, 0.0, 0.0]},
             "report": {"results": [{"method": "synboost", "ap": 0.1 * (k + 1), "fpr95": 0.5, "auroc": 0.9},
                                    {"method": "entropy", "ap": 0.05, "fpr95": 0.6 - 0.1 * k, "auroc": 0.8}]}}
 
@@ -22,8 +23,10 @@ def test_the_summary_is_the_mean_and_population_std_of_the_seeds():
     assert agg["methods"]["entropy"]["fpr95"]["mean"] == pytest.approx(50)
     assert agg["figures"]["segmenter mIoU"]["mean"] == pytest.approx(31)
     assert agg["figures"]["generator L1"]["values"] == pytest.approx([0.10, 0.11, 0.12])
+    assert agg["figures"]["fusion weight of the entropy"]["values"] == pytest.approx([0, 0.25, 0.5])
     text = seeds_markdown(agg)
     assert "| synboost | 20.00 +- 8.16 |" in text
+    assert "| fusion weight of the entropy | 0.250 +- 0.204 | 0.000, 0.250, 0.500 |" in text
     assert text.index("| synboost |") < text.index("| entropy |")  # best AP first
 
 

@@ -74,3 +74,84 @@ def test_crop_larger_than_size_is_a_config_error(crop):
     cfg.data.size, cfg.data.crop = [8, 12], crop
     with pytest.raises(ConfigError, match="data.crop"):
         DissimilarityTask(cfg)
+
+
+def test_ensemble_grid_is_the_official_grid():
+    import itertools
+
+    from synboost.training.dissimilarity import ENSEMBLE_GRID, ENSEMBLE_MAPS, OFFICIAL_ENSEMBLE
+
+    # {0..3}^4 without (0, 0, 0, 0), L1-normalised, one entry per distinct vector
+    distinct = {tuple(round(x / sum(w), 6) for x in w) for w in itertools.product(range(4), repeat=4) if sum(w)}
+    assert len(ENSEMBLE_MAPS) == 4 and len(ENSEMBLE_GRID) == len(distinct) < 255
+    assert {tuple(round(x, 6) for x in w) for w in ENSEMBLE_GRID} == distinct
+    assert all(abs(sum(w) - 1) < 1e-12 for w in ENSEMBLE_GRID)
+    assert OFFICIAL_ENSEMBLE in ENSEMBLE_GRID and ENSEMBLE_GRID[0] == (1.0, 0.0, 0.0, 0.0)
+
+
+def _maps(seed, informative):
+    """Per-image labels (5 % anomalies, some ignored pixels) and the four maps: the one named ``informative``
+    sees the anomalies, the others are noise."""
+    import numpy as np
+
+    from synboost.training.dissimilarity import ENSEMBLE_MAPS
+
+    rng = np.random.default_rng(seed)
+    labs, maps = [], {k: [] for k in ENSEMBLE_MAPS}
+    for _ in range(4):
+        lab = (rng.random((16, 24)) < 0.05).astype(np.uint8)
+        lab[0, :3] = 255
+        labs.append(lab)
+        for k in ENSEMBLE_MAPS:
+            noise = rng.random(lab.shape).astype(np.float32)
+            maps[k].append(np.clip(0.5 * lab + 0.4 * noise, 0, 1) if k == informative else noise)
+    return maps, labs
+
+
+@pytest.mark.parametrize("informative", ["dissimilarity", "entropy", "distance", "perceptual"])
+def test_ensemble_search_picks_the_map_that_sees_the_anomalies(informative):
+    from synboost.metrics.pixel import pixel_metrics
+    from synboost.training.dissimilarity import ENSEMBLE_MAPS, search_ensemble_weights
+
+    maps, lab = _maps(1, informative)
+    res = search_ensemble_weights(maps, lab)
+    assert res["weights"] == [1.0 if k == informative else 0.0 for k in ENSEMBLE_MAPS]
+    assert res["fpr95"] == min(r["fpr95"] for r in res["grid"]) and res["maps"] == list(ENSEMBLE_MAPS)
+    m = pixel_metrics([sum(w * maps[k][i] for w, k in zip(res["weights"], ENSEMBLE_MAPS)) for i in range(4)], lab)
+    assert res["ap"] == pytest.approx(m.ap) and res["fpr95"] == pytest.approx(m.fpr95)
+
+
+def test_fusion_weights_are_chosen_on_held_out_training_images_and_cached(tiny_world, tiny_segmenter, stages,
+                                                                         tmp_path, monkeypatch):
+    """The weights come from the stage's held-out training images (void clutter as anomalies), are written to
+    ensemble.json beside the network with its sha256, reused while the network is the same file, chosen again when
+    it changes; a missing network is one clear error naming the file."""
+    import shutil
+
+    from synboost.config import DissimilarityConfig, load_config
+    from synboost.errors import ConfigError
+    from synboost.training import dissimilarity as D
+
+    net = tmp_path / "dis" / "dissimilarity.safetensors"
+    net.parent.mkdir()
+    shutil.copyfile(stages / "dis.safetensors", net)
+    cfg = load_config(DissimilarityConfig, None, [
+        f"out={net.parent}", f"segmenter={tiny_segmenter['segmenter']}", f"generator={stages / 'gen.safetensors'}",
+        "perceptual_vgg_pretrained=false", f"data.train=synthetic:{tiny_world}@train", "data.size=[32,64]",
+        "data.heldout_fraction=0.2", "train.device=cpu"])
+    res = D.select_ensemble_weights(cfg, progress=False)
+    assert tuple(res["weights"]) in D.ENSEMBLE_GRID and res["anomaly_pixels"] > 0 and res["images"] >= 2
+    assert res["official"]["weights"] == [0.75, 0.25, 0.0, 0.0] and res["fpr95"] <= res["official"]["fpr95"]
+    saved = json.loads((net.parent / D.ENSEMBLE_FILE).read_text())
+    assert saved["checkpoint_sha256"] == D._sha256(net) and saved["weights"] == res["weights"]
+
+    def no_work(*a, **k):
+        raise AssertionError("the cached weights should have been reused")
+
+    monkeypatch.setattr(D, "make_samples", no_work)
+    assert D.select_ensemble_weights(cfg, progress=False) == saved
+    net.write_bytes(net.read_bytes() + b" ")  # another file: the cache no longer applies
+    with pytest.raises(AssertionError, match="cached"):
+        D.select_ensemble_weights(cfg, progress=False)
+    with pytest.raises(ConfigError, match="nothing.safetensors"):
+        D.select_ensemble_weights(cfg, tmp_path / "nothing.safetensors", progress=False)

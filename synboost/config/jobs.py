@@ -66,6 +66,8 @@ class PipelineScore:
     method: str = "entropy"  #: msp | maxlogit | entropy | energy | sml | mcdropout | pebal | void | outlier_head |
     #: dirichlet | knn | nll_single | nll_min | density_logreg | synboost | dissimilarity
     ensemble: bool = True  #: SynBoost's final fusion: w0 * dissimilarity softmax + w1 * normalised entropy
+    #: (+ w2 * softmax distance + w3 * perceptual difference when four weights are given, the maps the official
+    #: weight search ranges over; ``synboost demo`` chooses them on held-out training images)
     ensemble_weights: list[float] = dataclasses.field(default_factory=lambda: [0.75, 0.25])
     input_size: list[int] = dataclasses.field(default_factory=list)  #: segmenter input (H, W); [] = native
     mc_samples: int = 8  #: passes for mcdropout
@@ -176,6 +178,12 @@ class DemoConfig:
     #: when done with the same config, trained there otherwise); "" = this run's own ``out``. ``demo --full``
     #: sets it to the default demo's folder, so the longer run trains only the stage it changes
     stages_from: str = ""
+    #: SynBoost's fusion weights (dissimilarity, entropy, distance, perceptual): heldout = the official grid search
+    #: (weights in {0..3}, L1-normalised, lowest FPR95), run on the
+    #: dissimilarity stage's held-out training images with void clutter as the anomalies (not on any test data;
+    #: ``ensemble.json`` beside the network) | official = 0.75 / 0.25, which the official code searched on the
+    #: evaluation sets themselves
+    ensemble_weights: str = "heldout"
     #: the training seed of every stage (``synboost demo --seed``): initialisation, data order, augmentation,
     #: anomaly data; the world keeps ``world.seed``, so every seed trains and scores on the same scenes
     seed: int = 0

@@ -43,7 +43,7 @@ def run_ablation(cfg: AblationConfig, resume: bool = True) -> dict:
     from synboost.detectors.pipeline import load_pipeline, write_pipeline_file
     from synboost.jobs.evaluate import evaluate
     from synboost.jobs.report import Gallery, write_ablation_report
-    from synboost.jobs.stages import place_stages, prepare_stages, stage_done
+    from synboost.jobs.stages import fusion_weights, place_stages, prepare_stages, stage_done
     from synboost.runtime import pick_device
     from synboost.training.dissimilarity import prepare_samples, train_dissimilarity
 
@@ -81,6 +81,9 @@ def run_ablation(cfg: AblationConfig, resume: bool = True) -> dict:
                   "config: reused")
             stage_dirs[name] = base.dissimilarity.out
             trained[key] = Path(base.dissimilarity.out) / "dissimilarity.safetensors"
+        if key not in trained and resume and stage_done(dis, "dissimilarity.safetensors"):
+            print(f"[{name}] finished with this config in {dis.out}: reused")
+            stage_dirs[name], trained[key] = dis.out, Path(dis.out) / "dissimilarity.safetensors"
         if key not in trained:
             void = dis.data.void_anomalies
             if void not in shared:
@@ -92,7 +95,9 @@ def run_ablation(cfg: AblationConfig, resume: bool = True) -> dict:
             timings[f"{name}: training"] = time.time() - t
             stage_dirs[name] = dis.out
             trained[key] = Path(dis.out) / "dissimilarity.safetensors"
+        fusion = fusion_weights(base, dis, trained[key])["weights"] if method == "synboost" else None
         pipe = write_pipeline_file(out / f"{name}.pipeline.yaml", method=method, segmenter=dis.segmenter,
+                                   **({"ensemble_weights": fusion} if fusion else {}),
                                    generator=dis.generator, dissimilarity=str(trained[key]),
                                    perceptual_vgg_pretrained=dis.perceptual_vgg_pretrained,
                                    perceptual_vgg_path=str(Path(dis.perceptual_vgg_path).resolve())
@@ -103,7 +108,8 @@ def run_ablation(cfg: AblationConfig, resume: bool = True) -> dict:
         gallery.merge(g, {method: [name]})
         curves[name], timings[f"{name}: evaluation"] = c[method], rep["seconds"]
         r = rep["results"][0]
-        rows.append({"variant": name, "removes": removes, "ap": r["ap"], "fpr95": r["fpr95"], "auroc": r["auroc"]})
+        rows.append({"variant": name, "removes": removes, "ap": r["ap"], "fpr95": r["fpr95"], "auroc": r["auroc"],
+                     "fusion_weights": fusion})
         print(f"[{name}] AP {100 * r['ap']:.2f}  FPR95 {100 * r['fpr95']:.2f}  AUROC {100 * r['auroc']:.2f}")
     report = {"dataset": "synthetic anomaly test", "images": len(test), "rows": rows, "seconds": time.time() - t0}
     write_json(out / "ablation.json", report)
@@ -119,11 +125,13 @@ def ablation_table(report: dict) -> str:
     """The ablation report as a markdown table, each row's AP against the full configuration."""
     full = next((r for r in report["rows"] if r["variant"] == "full"), None)
     lines = [f"Ablation on the {report['dataset']} ({report['images']} images); each row removes one thing.", "",
-             "| variant | removes | AP (%) | FPR95 (%) | AUROC (%) | AP vs full |", "|---|---|---:|---:|---:|---:|"]
+             "| variant | removes | AP (%) | FPR95 (%) | AUROC (%) | AP vs full | fusion weights |",
+             "|---|---|---:|---:|---:|---:|---|"]
     for r in report["rows"]:
         d = "" if full is None or r is full else f"{100 * (r['ap'] - full['ap']):+.2f}"
+        fw = r.get("fusion_weights")
         lines.append(f"| {r['variant']} | {r['removes']} | {100 * r['ap']:.2f} | {100 * r['fpr95']:.2f} | "
-                     f"{100 * r['auroc']:.2f} | {d} |")
+                     f"{100 * r['auroc']:.2f} | {d} | {'' if not fw else ' / '.join(f'{w:.3g}' for w in fw)} |")
     return "\n".join(lines) + "\n"
 
 

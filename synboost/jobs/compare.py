@@ -234,7 +234,11 @@ def prepare_methods(cfg, resume: bool = True) -> list[Row]:
         retrained.append(f"{Path(oc.out) / 'pipeline.yaml'}:{oc.method}")
     common = dict(segmenter=seg, perceptual_vgg_pretrained=base.dissimilarity.perceptual_vgg_pretrained,
                   batch_size=base.segmentation.train.batch_size)
+    from synboost.jobs.stages import fusion_weights
+
+    fusion = fusion_weights(base, base.dissimilarity)["weights"]
     main = write_pipeline_file(out / "main.pipeline.yaml", method="synboost", generator=gen, dissimilarity=dis,
+                               ensemble_weights=fusion,
                                density=str((Path(den.out) / "density.safetensors").resolve()), **common)
     pebal = write_pipeline_file(out / "pebal.pipeline.yaml", method="pebal", segmenter=peb, batch_size=common[
         "batch_size"])

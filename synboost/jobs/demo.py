@@ -14,7 +14,7 @@ from pathlib import Path
 
 from synboost.config import DemoConfig, save_config, to_dict
 from synboost.data.io import write_json, write_text
-from synboost.jobs.stages import place_stages, prepare_stages
+from synboost.jobs.stages import fusion_line, fusion_weights, place_stages, prepare_stages
 
 
 def _shrink(cfg: DemoConfig) -> None:
@@ -59,6 +59,9 @@ def run_demo(cfg: DemoConfig, quick: bool = False, resume: bool = True) -> dict:
     save_config(cfg, out / "config.yaml")
     times, _ = prepare_stages(cfg, resume)
     w, seg, syn, dis = cfg.world, cfg.segmentation, cfg.synthesis, cfg.dissimilarity
+    t = time.time()
+    ensemble = fusion_weights(cfg, dis)
+    times["fusion weights"] = time.time() - t
 
     print(f"[6/6] evaluation on {w.out}/anomaly/test (held-out scenes with out-of-distribution objects)")
     t = time.time()
@@ -71,7 +74,7 @@ def run_demo(cfg: DemoConfig, quick: bool = False, resume: bool = True) -> dict:
         pebal=str((Path(cfg.pebal.out) / "pebal.safetensors").resolve()),
         perceptual_vgg_pretrained=dis.perceptual_vgg_pretrained,
         perceptual_vgg_path=str(Path(dis.perceptual_vgg_path).resolve()) if dis.perceptual_vgg_path else "",
-        batch_size=seg.train.batch_size)
+        batch_size=seg.train.batch_size, ensemble_weights=ensemble["weights"])
     det = load_pipeline(pipe)
     gallery, curves = Gallery(), {}
     report = evaluate(det, open_dataset(f"synthetic:{w.out}"), cfg.methods, out / "eval",
@@ -79,7 +82,7 @@ def run_demo(cfg: DemoConfig, quick: bool = False, resume: bool = True) -> dict:
     times["evaluation"] = time.time() - t
     val = {k: json.loads((Path(c.out) / "summary.json").read_text())["best_val"] for k, c in
            (("segmentation", seg), ("synthesis", syn), ("dissimilarity", dis), ("pebal", cfg.pebal))}
-    summary = {"report": report, "stages": val, "seconds": times, "config": to_dict(cfg)}
+    summary = {"report": report, "stages": val, "ensemble": ensemble, "seconds": times, "config": to_dict(cfg)}
     write_json(out / "report.json", summary)
     sv, dv = val["synthesis"], val["dissimilarity"]
     pb = json.loads((Path(cfg.pebal.out) / "summary.json").read_text())["base_val"]
@@ -92,6 +95,7 @@ def run_demo(cfg: DemoConfig, quick: bool = False, resume: bool = True) -> dict:
             + (f"; LPIPS (world-pretrained VGG16 trunk) {sv['lpips']:.4f} (painting: "
                f"{sv['lpips_mean_colour_painting']:.4f})" if "lpips" in sv else "") + "\n"
             f"- dissimilarity AP on held-out training anomalies: {100 * dv['heldout_ap']:.1f} (epoch {dv['epoch']})\n"
+            f"- {fusion_line(ensemble)}\n"
             f"- PEBAL on held-out scenes with pasted outliers: AP {100 * val['pebal']['ap']:.1f} (the base "
             f"segmenter's energy: {100 * pb['ap']:.1f}), mIoU {100 * val['pebal']['miou']:.1f} (base: "
             f"{100 * pb['miou']:.1f}) (epoch {val['pebal']['epoch']})\n\n"
@@ -117,7 +121,11 @@ SEED_FIGURES = (("segmenter mIoU", ("stages", "segmentation", "score"), 100),
                 ("generator LPIPS", ("stages", "synthesis", "lpips"), 1),
                 ("mean-colour painting LPIPS", ("stages", "synthesis", "lpips_mean_colour_painting"), 1),
                 ("dissimilarity held-out AP", ("stages", "dissimilarity", "heldout_ap"), 100),
-                ("PEBAL validation AP", ("stages", "pebal", "ap"), 100))
+                ("PEBAL validation AP", ("stages", "pebal", "ap"), 100),
+                ("fusion weight of the dissimilarity", ("ensemble", "weights", 0), 1),
+                ("fusion weight of the entropy", ("ensemble", "weights", 1), 1),
+                ("fusion weight of the distance", ("ensemble", "weights", 2), 1),
+                ("fusion weight of the perceptual difference", ("ensemble", "weights", 3), 1))
 
 
 def seed_folder(out: str, seed: int) -> str:
@@ -144,7 +152,10 @@ def summarise_seeds(summaries: dict[int, dict]) -> dict:
         for k in seeds:
             v = summaries[k]
             for key in path:
-                v = v.get(key) if isinstance(v, dict) else None
+                if isinstance(key, int):
+                    v = v[key] if isinstance(v, list) and key < len(v) else None
+                else:
+                    v = v.get(key) if isinstance(v, dict) else None
             if v is not None:
                 vals.append(scale * float(v))
         if len(vals) == len(seeds):  # a figure every seed has (LPIPS only with the world-pretrained trunks)
@@ -165,7 +176,7 @@ def seeds_markdown(agg: dict) -> str:
     lines = [f"# synboost demo over {n} seeds ({', '.join(map(str, agg['seeds']))}): mean +- std (population std "
              "over seeds)", "", "| figure | mean +- std | per seed |", "|---|---:|---|"]
     for label, st in agg["figures"].items():
-        digits = 4 if "L1" in label or "LPIPS" in label else 1
+        digits = 4 if "L1" in label or "LPIPS" in label else 3 if "weight" in label else 1
         lines.append(f"| {label} | {st['mean']:.{digits}f} +- {st['std']:.{digits}f} | "
                      + ", ".join(f"{v:.{digits}f}" for v in st["values"]) + " |")
     lines += ["", "| method | AP | FPR95 | AUROC | AP per seed |", "|---|---:|---:|---:|---|"]

@@ -2,7 +2,8 @@
 
 :func:`place_stages` derives every stage's folder and inputs from the job's output folder; :func:`stage_done`
 says whether a stage's folder holds a finished run of exactly its config; :func:`prepare_stages` runs the
-world and the training stages, each reused when already done with the same config.
+world and the training stages, each reused when already done with the same config; :func:`fusion_weights`
+chooses SynBoost's fusion weights for a trained dissimilarity network by the job's rule.
 """
 from __future__ import annotations
 
@@ -149,3 +150,33 @@ def prepare_stages(cfg: DemoConfig, resume: bool = True, dissimilarity: bool = T
               resume and not ran and stage_done(dis, "dissimilarity.safetensors"),
               lambda: train_dissimilarity(dis, resume=resume and not ran), times, "dissimilarity")
     return times, ran
+
+
+def fusion_weights(cfg: DemoConfig, dis, checkpoint=None) -> dict:
+    """SynBoost's fusion weights for the dissimilarity network of ``dis`` (a stage config; ``checkpoint``: its
+    network, default the stage's own) by the job's
+    ``ensemble_weights`` rule: ``heldout`` (the official grid on held-out training images,
+    :func:`~synboost.training.dissimilarity.select_ensemble_weights`) or ``official`` (0.75 / 0.25)."""
+    from synboost.errors import ConfigError
+    from synboost.training.dissimilarity import OFFICIAL_ENSEMBLE, select_ensemble_weights
+
+    rule = getattr(cfg, "ensemble_weights", "official")
+    if rule == "official":
+        return {"weights": list(OFFICIAL_ENSEMBLE), "rule": "official (0.75 / 0.25)"}
+    if rule != "heldout":
+        raise ConfigError(f"ensemble_weights: '{rule}' is not a rule; use heldout or official")
+    return select_ensemble_weights(dis, checkpoint)
+
+
+def fusion_line(ensemble: dict) -> str:
+    """One line of report.md on the fusion weights and where they were chosen."""
+    from synboost.training.dissimilarity import ENSEMBLE_MAPS
+
+    text = "SynBoost's fusion: " + " + ".join(f"{w:.3g} * {k}" for w, k in zip(ensemble["weights"], ENSEMBLE_MAPS)
+                                             if w)
+    if "official" not in ensemble:
+        return text + " (the official weights)"
+    o = ensemble["official"]
+    return (text + f", chosen on {ensemble['images']} held-out training images with void clutter as anomalies: "
+            f"FPR95 {100 * ensemble['fpr95']:.1f}, AP {100 * ensemble['ap']:.1f} there (official 0.75 / 0.25: "
+            f"{100 * o['fpr95']:.1f}, {100 * o['ap']:.1f})")

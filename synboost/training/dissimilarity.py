@@ -15,6 +15,7 @@ the held-out loss; the best epoch is chosen by AP on the held-out training image
 """
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -127,6 +128,114 @@ def prepare_samples(cfg: DissimilarityConfig, device, progress: bool = True,
     held = make_samples(cfg, device, idx[n - n_held:], reader, segmenter, generator, vgg19, progress,
                         desc="held-out anomaly data")
     return {"train": train, "held": held, "priors": list(cfg.model.priors)}
+
+
+#: the maps SynBoost's final score may sum, in the order of ``ensemble_weights``
+ENSEMBLE_MAPS: tuple[str, ...] = ("dissimilarity", "entropy", "distance", "perceptual")
+#: the fusion-weight grid of the official ``test_ensemble.py``: each of the four maps' weights in {0, 1, 2, 3},
+#: L1-normalised (one entry per distinct normalised vector; 0.75 / 0.25 / 0 / 0 was the official choice)
+ENSEMBLE_GRID: tuple[tuple[float, ...], ...] = tuple(sorted(
+    {tuple(round(x / sum(w), 6) for x in w): tuple(x / sum(w) for x in w)
+     for w in itertools.product(range(4), repeat=len(ENSEMBLE_MAPS)) if sum(w)}.values(),
+    key=lambda w: [-x for x in w]))
+#: the official weights (the "ours" config), chosen there on the evaluation sets themselves
+OFFICIAL_ENSEMBLE: tuple[float, ...] = (0.75, 0.25, 0.0, 0.0)
+
+
+def search_ensemble_weights(maps: dict[str, list[np.ndarray]], labels: list[np.ndarray],
+                            grid: tuple[tuple[float, ...], ...] = ENSEMBLE_GRID) -> dict:
+    """The official grid search of the fusion ``sum_k w_k * map_k`` over :data:`ENSEMBLE_MAPS` (``maps``: per-image
+    maps by name; lowest FPR95 wins, as in ``test_ensemble.py``; ties go to the higher AP, then to the earlier
+    grid entry), on 0/1/255 labels. Returns the chosen ``weights``, its ``ap`` / ``fpr95`` and every vector's
+    figures under ``grid``."""
+    stacks = [maps[k] for k in ENSEMBLE_MAPS]
+    rows = []
+    for w in grid:
+        fused = [sum(wk * m[i] for wk, m in zip(w, stacks) if wk) for i in range(len(labels))]
+        m = pixel_metrics(fused, labels)
+        rows.append({"weights": [float(x) for x in w], "ap": float(m.ap), "fpr95": float(m.fpr95),
+                     "auroc": float(m.auroc)})
+    best = min(rows, key=lambda r: (r["fpr95"], -r["ap"]))
+    return {"weights": best["weights"], "maps": list(ENSEMBLE_MAPS), "ap": best["ap"], "fpr95": best["fpr95"],
+            "grid": rows}
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+ENSEMBLE_FILE = "ensemble.json"
+ENSEMBLE_RULE = ("the official grid (dissimilarity, entropy, distance, perceptual difference; weights in {0..3}, "
+                 "L1-normalised), lowest FPR95 (ties: highest AP), on the "
+                 "held-out training images as at test time: the segmenter's predicted label map, the void clutter "
+                 "as the anomalies (variant 0)")
+
+
+@torch.no_grad()
+def select_ensemble_weights(cfg: DissimilarityConfig, checkpoint: str | Path | None = None, progress: bool = True,
+                            device=None) -> dict:
+    """SynBoost's fusion weights for one trained dissimilarity network, chosen on held-out *training* images,
+    never on an evaluation set (the official 0.75 / 0.25 came from a grid search on the evaluation sets
+    themselves). The held-out images are those the stage held out for model selection; their anomalies are made
+    as at test time: the segmenter's predicted label map and the void clutter as anomalies, whatever the
+    network trained on. Written to ``ensemble.json`` beside the checkpoint and reused while the checkpoint is
+    the same file (sha256)."""
+    import dataclasses
+
+    from synboost.data.io import write_json
+    from synboost.detectors.components import load_dissimilarity
+    from synboost.runtime import pick_device
+
+    ckpt = Path(checkpoint or Path(cfg.out) / "dissimilarity.safetensors")
+    if not ckpt.is_file():
+        raise ConfigError(f"{ckpt}: no dissimilarity checkpoint to choose fusion weights for; train it first "
+                          "(synboost train dissimilarity)")
+    digest, cache = _sha256(ckpt), ckpt.parent / ENSEMBLE_FILE
+    if cache.is_file():
+        import json
+
+        saved = json.loads(cache.read_text())
+        if saved.get("checkpoint_sha256") == digest:
+            return saved
+    device = device or pick_device(cfg.train.device)
+    all3 = ("entropy", "perceptual", "distance")
+    sel = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, variants=1, void_anomalies=True),
+                              model=dataclasses.replace(cfg.model, priors=list(all3)))
+    segmenter, _ = load_segmenter(cfg.segmenter, device)
+    generator = load_generator(cfg.generator, device)
+    vgg19 = perceptual_vgg(cfg.perceptual_vgg_pretrained, cfg.perceptual_vgg_path, device)
+    reader = open_dataset(cfg.data.train, with_instances=True)
+    n = len(reader) if not cfg.data.max_images else min(len(reader), cfg.data.max_images)
+    n_held = max(1, int(round(n * cfg.data.heldout_fraction)))
+    items = make_samples(sel, device, list(range(n - n_held, n)), reader, segmenter, generator, vgg19, progress,
+                         desc="held-out images for the fusion weights")
+    net, _ = load_dissimilarity(ckpt, device)
+    idx = [all3.index(p) for p in net.priors]
+    maps, lab = {k: [] for k in ENSEMBLE_MAPS}, []
+    for it in items:
+        onehot = F.one_hot(it["labels"].clamp(0, 18), 19).permute(2, 0, 1).float() * (it["labels"] != IGNORE)
+        pri = it["priors"][idx][None].to(device) if idx else None
+        logits = net(it["image"][None].to(device), it["synthesis"][None].to(device), onehot[None].to(device), pri)
+        maps["dissimilarity"].append(F.softmax(logits.float(), 1)[0, 1].cpu().numpy())
+        for k in all3:
+            maps[k].append(it["priors"][all3.index(k)].numpy())
+        lab.append(it["target"].numpy())
+    n_pos = int(sum((t == 1).sum() for t in lab))
+    if n_pos == 0:
+        raise ConfigError(f"{cfg.data.train}: the {n_held} held-out training images hold no void clutter to choose "
+                          "the fusion weights on; keep the official ones (ensemble_weights: official)")
+    res = search_ensemble_weights(maps, lab)
+    off = next(r for r in res["grid"] if r["weights"] == [float(w) for w in OFFICIAL_ENSEMBLE])
+    res.update({"rule": ENSEMBLE_RULE, "images": n_held, "anomaly_pixels": n_pos, "official": off,
+                "checkpoint": str(ckpt), "checkpoint_sha256": digest})
+    write_json(cache, res)
+    return res
 
 
 def enet_class_weights(items: list[dict]) -> torch.Tensor:
