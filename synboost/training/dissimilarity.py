@@ -109,6 +109,17 @@ def make_samples(cfg: DissimilarityConfig, device, indices, reader, segmenter, g
     return items
 
 
+def _sample_sources(cfg: DissimilarityConfig, device):
+    """What anomaly samples are made from: (segmenter, generator, perceptual VGG19, training reader, images used,
+    of which the last ``n_held`` are held out)."""
+    segmenter, _ = load_segmenter(cfg.segmenter, device)
+    generator = load_generator(cfg.generator, device)
+    vgg19 = perceptual_vgg(cfg.perceptual_vgg_pretrained, cfg.perceptual_vgg_path, device)
+    reader = open_dataset(cfg.data.train, with_instances=True)
+    n = len(reader) if not cfg.data.max_images else min(len(reader), cfg.data.max_images)
+    return segmenter, generator, vgg19, reader, n, max(1, int(round(n * cfg.data.heldout_fraction)))
+
+
 def prepare_samples(cfg: DissimilarityConfig, device, progress: bool = True,
                     priors: tuple[str, ...] | None = None) -> dict:
     """Training and held-out samples for ``cfg`` (with the prior maps ``priors``, default the model's), made once
@@ -117,12 +128,7 @@ def prepare_samples(cfg: DissimilarityConfig, device, progress: bool = True,
 
     if priors is not None:
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, priors=list(priors)))
-    segmenter, _ = load_segmenter(cfg.segmenter, device)
-    generator = load_generator(cfg.generator, device)
-    vgg19 = perceptual_vgg(cfg.perceptual_vgg_pretrained, cfg.perceptual_vgg_path, device)
-    reader = open_dataset(cfg.data.train, with_instances=True)
-    n = len(reader) if not cfg.data.max_images else min(len(reader), cfg.data.max_images)
-    n_held = max(1, int(round(n * cfg.data.heldout_fraction)))
+    segmenter, generator, vgg19, reader, n, n_held = _sample_sources(cfg, device)
     idx = list(range(n))
     train = make_samples(cfg, device, idx[:n - n_held], reader, segmenter, generator, vgg19, progress)
     held = make_samples(cfg, device, idx[n - n_held:], reader, segmenter, generator, vgg19, progress,
@@ -207,12 +213,7 @@ def select_ensemble_weights(cfg: DissimilarityConfig, checkpoint: str | Path | N
     all3 = ("entropy", "perceptual", "distance")
     sel = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, variants=1, void_anomalies=True),
                               model=dataclasses.replace(cfg.model, priors=list(all3)))
-    segmenter, _ = load_segmenter(cfg.segmenter, device)
-    generator = load_generator(cfg.generator, device)
-    vgg19 = perceptual_vgg(cfg.perceptual_vgg_pretrained, cfg.perceptual_vgg_path, device)
-    reader = open_dataset(cfg.data.train, with_instances=True)
-    n = len(reader) if not cfg.data.max_images else min(len(reader), cfg.data.max_images)
-    n_held = max(1, int(round(n * cfg.data.heldout_fraction)))
+    segmenter, generator, vgg19, reader, n, n_held = _sample_sources(cfg, device)
     items = make_samples(sel, device, list(range(n - n_held, n)), reader, segmenter, generator, vgg19, progress,
                          desc="held-out images for the fusion weights")
     net, _ = load_dissimilarity(ckpt, device)
