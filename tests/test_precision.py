@@ -214,3 +214,27 @@ def test_an_engine_hands_its_autocast_device_to_the_task():
         task = Task()
         Engine(task, LoopConfig(device="cpu"), "unused-out", cpu_amp=cpu_amp, progress=False)
         assert task.amp_device == ("cpu" if cpu_amp and runtime.cpu_bf16_supported() else None)
+
+
+@pytest.mark.parametrize("units", [False, True])
+def test_amp_cpu_without_bf16_units_is_said_not_silent(monkeypatch, capsys, units):
+    """Engine(cpu_amp=True) on a CPU without bf16 units trains in float32 and says so in one line naming the stage;
+    with bf16 units it autocasts and says nothing. Its precision is what the run's summary records."""
+    from synboost.config import LoopConfig
+    from synboost.training import engine as engine_mod
+    from synboost.training.engine import Engine, Task
+
+    monkeypatch.setattr(engine_mod, "cpu_bf16_supported", lambda: units)
+    task = Task()
+    task.name = "segmenter"
+    eng = Engine(task, LoopConfig(device="cpu"), "unused-out", cpu_amp=True, progress=False)
+    out = capsys.readouterr().out
+    assert eng.precision == ("bf16" if units else "fp32")
+    assert task.amp_device == ("cpu" if units else None)
+    lines = [ln for ln in out.splitlines() if "no bf16 units" in ln]
+    if units:
+        assert lines == [], out
+    else:
+        assert len(lines) == 1 and lines[0].startswith("note: segmenter:"), out
+    Engine(Task(), LoopConfig(device="cpu"), "unused-out", cpu_amp=False, progress=False)
+    assert "bf16" not in capsys.readouterr().out

@@ -181,6 +181,12 @@ class Engine:
         self._tensorboard = None
         self.amp_device = self._amp_device(cpu_amp)
         task.amp_device = self.amp_device
+        #: what the forward passes compute in: "bf16" under autocast, else "fp32" (in ``summary.json``)
+        self.precision = "bf16" if self.amp_device else "fp32"
+        if cpu_amp and loop.amp and self.device.type == "cpu" and self.amp_device is None and self.is_main:
+            # asked for bf16 on a CPU without bf16 units: said once per stage, never a silent fall-back
+            print(f"note: {self.name}: train.amp_cpu asks for bf16, but this CPU has no bf16 units (AVX512-BF16 or "
+                  "AMX), so it trains in float32: slower, and its numbers are not those of a bf16 machine")
         self.best_val: dict = {}
         self.val: dict = {}
         self.start, self.best, self.epochs_run = 0, -math.inf, 0
@@ -388,7 +394,7 @@ class Engine:
                     dist.destroy_process_group()
             finished = not (loop.stop_after and self.start + self.epochs_run < loop.epochs)
             summary = {"out": str(self.out), "last": str(self._ckpt("last")), "best": str(self._ckpt("best")),
-                       "finished": finished, "val": self.val, "best_val": self.best_val,
+                       "finished": finished, "precision": self.precision, "val": self.val, "best_val": self.best_val,
                        **self.task.summary_fields()}
             if self.is_main:
                 write_json(self.out / "summary.json", summary)
