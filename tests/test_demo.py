@@ -36,6 +36,14 @@ def test_synboost_beats_every_posthoc_baseline(demo_out):
     assert rows["pebal"]["ap"] > 1.5 * rows["energy"]["ap"], (rows["pebal"], rows["energy"])
     assert rows["pebal"]["fpr95"] < rows["energy"]["fpr95"], (rows["pebal"], rows["energy"])
     assert json.loads((out / "report.json").read_text())["report"]["results"]
+    # each stage's training precision, as its engine chose it on this CPU, in the summary and report.md
+    import torch
+
+    from synboost.runtime import cpu_bf16_supported
+
+    want = "bf16" if torch.cuda.is_available() or cpu_bf16_supported() else "fp32"
+    assert summary["precision"] == {k: want for k in ("segmentation", "synthesis", "dissimilarity", "pebal")}
+    assert f"training precision: segmentation {want}, synthesis {want}" in (out / "report.md").read_text()
     assert (out / "eval" / "curves.png").is_file() and (out / "pipeline.yaml").is_file()
     assert list((out / "synthesis" / "samples").glob("*.png"))
     # a second run reuses every finished stage

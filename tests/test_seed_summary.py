@@ -28,6 +28,17 @@ def test_the_summary_is_the_mean_and_population_std_of_the_seeds():
     assert "| synboost | 20.00 +- 8.16 |" in text
     assert "| fusion weight of the entropy | 0.250 +- 0.204 | 0.000, 0.250, 0.500 |" in text
     assert text.index("| synboost |") < text.index("| entropy |")  # best AP first
+    assert "precision" not in text  # summaries without the field: no line
+
+
+def test_the_seeds_say_what_precision_each_stage_trained_in():
+    """seeds.md names each seed's training precision, so a float32 machine's numbers are not read as bf16's."""
+    runs = {k: fake_summary(k) for k in (0, 1)}
+    runs[0]["precision"] = {"segmentation": "bf16", "dissimilarity": "bf16"}
+    runs[1]["precision"] = {"segmentation": "fp32", "dissimilarity": "fp32"}
+    text = seeds_markdown(summarise_seeds(runs))
+    assert "- seed 0: training precision: segmentation bf16, dissimilarity bf16" in text
+    assert "- seed 1: training precision: segmentation fp32, dissimilarity fp32" in text
 
 
 def test_the_per_seed_checks_hold_synboost_against_the_best_posthoc_score():

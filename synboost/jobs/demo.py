@@ -80,9 +80,14 @@ def run_demo(cfg: DemoConfig, quick: bool = False, resume: bool = True) -> dict:
     report = evaluate(det, open_dataset(f"synthetic:{w.out}"), cfg.methods, out / "eval",
                       dataset_name="synthetic anomaly test", curves=curves, gallery=gallery, html=False)
     times["evaluation"] = time.time() - t
-    val = {k: json.loads((Path(c.out) / "summary.json").read_text())["best_val"] for k, c in
-           (("segmentation", seg), ("synthesis", syn), ("dissimilarity", dis), ("pebal", cfg.pebal))}
-    summary = {"report": report, "stages": val, "ensemble": ensemble, "seconds": times, "config": to_dict(cfg)}
+    stage_summaries = {k: json.loads((Path(c.out) / "summary.json").read_text()) for k, c in
+                       (("segmentation", seg), ("synthesis", syn), ("dissimilarity", dis), ("pebal", cfg.pebal))}
+    val = {k: v["best_val"] for k, v in stage_summaries.items()}
+    # what each stage trained in (bf16 autocast, or float32 on a CPU without bf16 units); runs older than the field
+    # say "not recorded"
+    precision = {k: v.get("precision", "not recorded") for k, v in stage_summaries.items()}
+    summary = {"report": report, "stages": val, "ensemble": ensemble, "precision": precision, "seconds": times,
+               "config": to_dict(cfg)}
     write_json(out / "report.json", summary)
     sv, dv = val["synthesis"], val["dissimilarity"]
     pb = json.loads((Path(cfg.pebal.out) / "summary.json").read_text())["base_val"]
@@ -98,7 +103,8 @@ def run_demo(cfg: DemoConfig, quick: bool = False, resume: bool = True) -> dict:
             f"- {fusion_line(ensemble)}\n"
             f"- PEBAL on held-out scenes with pasted outliers: AP {100 * val['pebal']['ap']:.1f} (the base "
             f"segmenter's energy: {100 * pb['ap']:.1f}), mIoU {100 * val['pebal']['miou']:.1f} (base: "
-            f"{100 * pb['miou']:.1f}) (epoch {val['pebal']['epoch']})\n\n"
+            f"{100 * pb['miou']:.1f}) (epoch {val['pebal']['epoch']})\n"
+            f"- {precision_line(precision)}\n\n"
             f"{markdown_table(report)}\n"
             "Time: " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items())
             + f" (total {sum(times.values()):.0f} s)\n")
@@ -112,6 +118,11 @@ def run_demo(cfg: DemoConfig, quick: bool = False, resume: bool = True) -> dict:
           f"eval/examples/*.png; pipeline file {pipe}")
     print(f"next: synboost infer --pipeline {pipe} --images {w.out}/anomaly/test/original --out {out}/maps")
     return summary
+
+
+def precision_line(precision: dict) -> str:
+    """One line: what each training stage computed in (``summary.json``'s ``precision``)."""
+    return "training precision: " + ", ".join(f"{k} {v}" for k, v in precision.items())
 
 
 #: the demo's figures that ``run_demo_seeds`` reports as mean +- std: (label, path into the summary, scale)
@@ -167,14 +178,20 @@ def summarise_seeds(summaries: dict[int, dict]) -> dict:
             for key in m:
                 m[key].append(100 * row[key])
     table = {name: {key: stat(v) for key, v in vals.items()} for name, vals in methods.items()}
-    return {"seeds": seeds, "figures": figures, "methods": table}
+    precision = {k: summaries[k]["precision"] for k in seeds if "precision" in summaries[k]}
+    return {"seeds": seeds, "figures": figures, "methods": table, "precision": precision}
 
 
 def seeds_markdown(agg: dict) -> str:
     """The mean +- std table of :func:`summarise_seeds`."""
     n = len(agg["seeds"])
     lines = [f"# synboost demo over {n} seeds ({', '.join(map(str, agg['seeds']))}): mean +- std (population std "
-             "over seeds)", "", "| figure | mean +- std | per seed |", "|---|---:|---|"]
+             "over seeds)", ""]
+    for k, p in agg.get("precision", {}).items():  # numbers of a bf16 and a float32 machine differ
+        lines.append(f"- seed {k}: {precision_line(p)}")
+    if agg.get("precision"):
+        lines.append("")
+    lines += ["| figure | mean +- std | per seed |", "|---|---:|---|"]
     for label, st in agg["figures"].items():
         digits = 4 if "L1" in label or "LPIPS" in label else 3 if "weight" in label else 1
         lines.append(f"| {label} | {st['mean']:.{digits}f} +- {st['std']:.{digits}f} | "
