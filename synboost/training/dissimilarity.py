@@ -34,8 +34,10 @@ from synboost.detectors.components import build_dissimilarity, load_generator, l
 from synboost.detectors.synboost import dissimilarity_inputs
 from synboost.errors import ConfigError
 from synboost.metrics.pixel import pixel_metrics
+from synboost.models.generator import labels_to_onehot
 from synboost.tensors import images_to_batch, resize_maps
 from synboost.training.engine import SeededDataset, Task
+from synboost.training.snapshot import sha256_file
 from synboost.training.stage import publish_run, run_stage
 
 EGO_ID = 1
@@ -166,16 +168,6 @@ def search_ensemble_weights(maps: dict[str, list[np.ndarray]], labels: list[np.n
             "grid": rows}
 
 
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 ENSEMBLE_FILE = "ensemble.json"
 ENSEMBLE_RULE = ("the official grid (dissimilarity, entropy, distance, perceptual difference; weights in {0..3}, "
                  "L1-normalised), lowest FPR95 (ties: highest AP), on the "
@@ -202,7 +194,7 @@ def select_ensemble_weights(cfg: DissimilarityConfig, checkpoint: str | Path | N
     if not ckpt.is_file():
         raise ConfigError(f"{ckpt}: no dissimilarity checkpoint to choose fusion weights for; train it first "
                           "(synboost train dissimilarity)")
-    digest, cache = _sha256(ckpt), ckpt.parent / ENSEMBLE_FILE
+    digest, cache = sha256_file(ckpt), ckpt.parent / ENSEMBLE_FILE
     if cache.is_file():
         import json
 
@@ -220,7 +212,7 @@ def select_ensemble_weights(cfg: DissimilarityConfig, checkpoint: str | Path | N
     idx = [all3.index(p) for p in net.priors]
     maps, lab = {k: [] for k in ENSEMBLE_MAPS}, []
     for it in items:
-        onehot = F.one_hot(it["labels"].clamp(0, 18), 19).permute(2, 0, 1).float() * (it["labels"] != IGNORE)
+        onehot = labels_to_onehot(it["labels"][None], 19)[0]
         pri = it["priors"][idx][None].to(device) if idx else None
         logits = net(it["image"][None].to(device), it["synthesis"][None].to(device), onehot[None].to(device), pri)
         maps["dissimilarity"].append(F.softmax(logits.float(), 1)[0, 1].cpu().numpy())
@@ -308,7 +300,7 @@ class DissimilarityTask(Task):
     def _forward(self, model, batch, device):
         image, syn, labels, priors, target = (t.to(device) for t in batch)
         priors = priors[:, self._prior_idx.to(device)] if priors.shape[1] else priors
-        onehot = F.one_hot(labels.clamp(0, 18), 19).permute(0, 3, 1, 2).float() * (labels != IGNORE)[:, None]
+        onehot = labels_to_onehot(labels, 19)
         logits = model(image, syn, onehot, priors if priors.shape[1] else None)
         return logits, target
 
