@@ -90,7 +90,7 @@ def run_demo(cfg: DemoConfig, quick: bool = False, resume: bool = True) -> dict:
                "config": to_dict(cfg)}
     write_json(out / "report.json", summary)
     sv, dv = val["synthesis"], val["dissimilarity"]
-    pb = json.loads((Path(cfg.pebal.out) / "summary.json").read_text())["base_val"]
+    pb = stage_summaries["pebal"]["base_val"]
     text = (f"# synboost demo\n\n"
             f"- segmenter mIoU on held-out clean scenes: {100 * val['segmentation']['score']:.1f} "
             f"(epoch {val['segmentation']['epoch']})\n"
