@@ -181,8 +181,6 @@ class Engine:
         self._tensorboard = None
         self.amp_device = self._amp_device(cpu_amp)
         task.amp_device = self.amp_device
-        #: what the forward passes compute in: "bf16" under autocast, else "fp32" (in ``summary.json``)
-        self.precision = "bf16" if self.amp_device else "fp32"
         if cpu_amp and loop.amp and self.device.type == "cpu" and self.amp_device is None and self.is_main:
             # asked for bf16 on a CPU without bf16 units: said once per stage, never a silent fall-back
             print(f"note: {self.name}: train.amp_cpu asks for bf16, but this CPU has no bf16 units (AVX512-BF16 or "
@@ -196,6 +194,11 @@ class Engine:
     def name(self) -> str:
         """The task's label (its ``name``, else its ``kind``)."""
         return self.task.name or self.task.kind
+
+    @property
+    def precision(self) -> str:
+        """What the forward passes compute in: "bf16" under autocast, else "fp32" (in ``summary.json``)."""
+        return "bf16" if self.amp_device else "fp32"
 
     @property
     def is_main(self) -> bool:
