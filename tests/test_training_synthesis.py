@@ -59,6 +59,32 @@ def test_gan_step_moves_discriminator_and_generator(tiny_world, tmp_path):
     assert opts["D"].param_groups[0]["lr"] == 4 * opts["G"].param_groups[0]["lr"]
 
 
+def test_spade_linear_decay_keeps_the_rates_then_falls_to_zero(tiny_world, tmp_path):
+    import pytest
+
+    from synboost.errors import ConfigError
+
+    task = SynthesisTask(_cfg(tiny_world, tmp_path / "d", "lr_decay=0.5"))
+    opts = task.build_optimizer(task.build_model())
+    start = {k: o.param_groups[0]["lr"] for k, o in opts.items()}
+    scheds = task.build_scheduler(opts, 100)
+    assert set(scheds) == {"G", "D"}
+    lrs = {k: [] for k in opts}
+    for _ in range(100):
+        for k, o in opts.items():
+            lrs[k].append(o.param_groups[0]["lr"])
+            o.step()
+            scheds[k].step()
+    for k in opts:  # constant over the first half, then linear to 0 (TTUR's 4x ratio kept throughout)
+        assert lrs[k][:51] == [start[k]] * 51
+        assert lrs[k][75] == pytest.approx(start[k] * 0.5)
+        assert 0 <= lrs[k][99] < start[k] * 0.03 and all(a >= b for a, b in zip(lrs[k], lrs[k][1:]))
+    assert lrs["D"][80] == pytest.approx(4 * lrs["G"][80])
+    assert SynthesisTask(_cfg(tiny_world, tmp_path / "c")).build_scheduler(opts, 100) is None  # default: constant
+    with pytest.raises(ConfigError, match="lr_decay"):
+        SynthesisTask(_cfg(tiny_world, tmp_path / "e", "lr_decay=1.5")).build_scheduler(opts, 100)
+
+
 def test_painting_reference():
     labels = torch.tensor([[[0, 1], [255, 0]]])
     colours = np.zeros((19, 3), np.float32)

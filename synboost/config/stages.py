@@ -122,6 +122,9 @@ class SynthesisConfig:
     beta1: float = 0.0
     beta2: float = 0.9
     ttur: bool = True  #: generator lr/2, discriminator lr*2 (SPADE's two time-scale update rule)
+    #: SPADE's schedule: constant learning rates, then a linear decay to 0 over the last ``lr_decay`` fraction of
+    #: the steps (SPADE trains niter epochs constant and niter_decay decaying, 50 + 50 on Cityscapes: 0.5); 0 = constant
+    lr_decay: float = 0.0
     lambda_feat: float = 10.0
     lambda_vgg: float = 10.0
     lambda_kld: float = 0.05

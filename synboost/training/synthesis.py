@@ -120,6 +120,19 @@ class SynthesisTask(Task):
         return {"G": torch.optim.Adam(model.generator.parameters(), lr=lr_g, betas=(c.beta1, c.beta2)),
                 "D": torch.optim.Adam(model.discriminator.parameters(), lr=lr_d, betas=(c.beta1, c.beta2))}
 
+    def build_scheduler(self, opts, total_steps: int):
+        """SPADE's linear decay: both learning rates constant, then falling linearly to 0 over the last
+        ``lr_decay`` fraction of the steps (none when ``lr_decay`` is 0)."""
+        frac = float(self.cfg.lr_decay)
+        if not 0.0 <= frac <= 1.0:
+            raise ConfigError(f"synthesis: lr_decay must lie in [0, 1] (the decaying fraction of the steps), "
+                                f"got {frac}")
+        if frac == 0.0:
+            return None
+        start, span = total_steps * (1.0 - frac), max(total_steps * frac, 1.0)
+        return {k: torch.optim.lr_scheduler.LambdaLR(o, lambda it: min(1.0, max(0.0, 1.0 - (it - start) / span)))
+                for k, o in opts.items()}
+
     def wrap_distributed(self, model: SynthesisGAN) -> SynthesisGAN:
         """A second container around the same modules, each in its own DDP (the engine keeps saving the plain
         ``model``, so checkpoints never carry the wrapper's ``module.`` prefix)."""
