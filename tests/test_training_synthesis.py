@@ -1,11 +1,13 @@
 """The synthesis stage trained for real on the synthetic world (small, CPU)."""
 import numpy as np
+import pytest
 import torch
 
 from conftest import logged_steps, torchrun_cli
 from synboost.config import SynthesisConfig, load_config
 from synboost.data.kinds import open_dataset
 from synboost.detectors.components import build_generator, load_generator
+from synboost.errors import ConfigError
 from synboost.training.synthesis import PairSet, SynthesisTask, class_mean_colours, paint_by_class, train_synthesis
 
 
@@ -60,10 +62,6 @@ def test_gan_step_moves_discriminator_and_generator(tiny_world, tmp_path):
 
 
 def test_spade_linear_decay_keeps_the_rates_then_falls_to_zero(tiny_world, tmp_path):
-    import pytest
-
-    from synboost.errors import ConfigError
-
     task = SynthesisTask(_cfg(tiny_world, tmp_path / "d", "lr_decay=0.5"))
     opts = task.build_optimizer(task.build_model())
     start = {k: o.param_groups[0]["lr"] for k, o in opts.items()}

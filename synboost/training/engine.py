@@ -409,3 +409,10 @@ class Engine:
 def poly_schedule(opt, total_steps: int, power: float = 0.9):
     """The "poly" learning rate of DeepLab and PEBAL: lr x (1 - step / total_steps) ** power, per step."""
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda it: max(1 - it / max(total_steps, 1), 0.0) ** power)
+
+
+def linear_decay_schedule(opt, total_steps: int, fraction: float):
+    """SPADE's learning rate (niter constant, then niter_decay linear): lr constant, then falling linearly to 0
+    over the last ``fraction`` of the ``total_steps``, per step."""
+    start, span = total_steps * (1.0 - fraction), max(total_steps * fraction, 1.0)
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda it: min(1.0, max(0.0, 1.0 - (it - start) / span)))

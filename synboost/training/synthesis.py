@@ -22,7 +22,7 @@ from synboost.errors import ConfigError
 from synboost.losses.gan import GANLossWeights, discriminator_losses, generator_losses
 from synboost.models import create_model
 from synboost.models.generator import generator_input
-from synboost.training.engine import SeededDataset, Task
+from synboost.training.engine import SeededDataset, Task, linear_decay_schedule
 from synboost.training.stage import run_stage
 from synboost.viz import tile
 
@@ -126,12 +126,10 @@ class SynthesisTask(Task):
         frac = float(self.cfg.lr_decay)
         if not 0.0 <= frac <= 1.0:
             raise ConfigError(f"synthesis: lr_decay must lie in [0, 1] (the decaying fraction of the steps), "
-                                f"got {frac}")
+                              f"got {frac}")
         if frac == 0.0:
             return None
-        start, span = total_steps * (1.0 - frac), max(total_steps * frac, 1.0)
-        return {k: torch.optim.lr_scheduler.LambdaLR(o, lambda it: min(1.0, max(0.0, 1.0 - (it - start) / span)))
-                for k, o in opts.items()}
+        return {k: linear_decay_schedule(o, total_steps, frac) for k, o in opts.items()}
 
     def wrap_distributed(self, model: SynthesisGAN) -> SynthesisGAN:
         """A second container around the same modules, each in its own DDP (the engine keeps saving the plain
