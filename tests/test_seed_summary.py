@@ -130,3 +130,15 @@ def test_full_and_quick_together_is_an_error(capsys):
 
     assert main(["demo", "--full", "--quick"]) != 0
     assert "--full" in capsys.readouterr().err
+
+
+def test_quick_keeps_the_users_set_over_its_smoke_test_sizes(monkeypatch, tmp_path):
+    """--quick shrinks every stage, but a key given with --set is the user's value, not the smoke-test size."""
+    from synboost.cli import main
+
+    seen = _stop_at_stages(monkeypatch)
+    main(["demo", "--quick", "--set", f"out={tmp_path / 'q'}", "--set", "synthesis.train.epochs=3"])
+    cfg = seen[0]
+    assert cfg.synthesis.train.epochs == 3  # the user's, where --quick alone gives 1
+    assert (cfg.world.n, cfg.segmentation.train.epochs, cfg.dissimilarity.train.epochs) == (40, 2, 1)
+    assert cfg.out == str(tmp_path / "q")

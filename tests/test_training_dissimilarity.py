@@ -143,7 +143,7 @@ def test_fusion_weights_are_chosen_on_held_out_training_images_and_cached(tiny_w
     assert tuple(res["weights"]) in D.ENSEMBLE_GRID and res["anomaly_pixels"] > 0 and res["images"] >= 2
     assert res["official"]["weights"] == [0.75, 0.25, 0.0, 0.0] and res["fpr95"] <= res["official"]["fpr95"]
     saved = json.loads((net.parent / D.ENSEMBLE_FILE).read_text())
-    assert saved["checkpoint_sha256"] == D.sha256_file(net) and saved["weights"] == res["weights"]
+    assert saved["checkpoint_sha256"] == D.sha256_of(net) and saved["weights"] == res["weights"]
 
     def no_work(*a, **k):
         raise AssertionError("the cached weights should have been reused")

@@ -114,7 +114,7 @@ def test_hooks_scheduler_and_summary(uninterrupted):
     assert [r["epoch"] for r in log if "train_loss" in r] == [1, 2, 3]
     assert not (out / LOCK).exists()
     idx = json.loads((out / "last.json").read_text())
-    assert idx["epoch"] == 2 and idx["files"]["last.safetensors"] == snapshot.sha256_file(out / "last.safetensors")
+    assert idx["epoch"] == 2 and idx["files"]["last.safetensors"] == snapshot.sha256_of(out / "last.safetensors")
 
 
 def test_stop_after_and_resume_equal_uninterrupted(uninterrupted, tmp_path, capsys):

@@ -16,7 +16,8 @@ def register(sub) -> None:
     """``demo``, ``ablate`` and ``compare``."""
     m = sub.add_parser("demo", help="the whole job on the embedded synthetic world (CPU, minutes)")
     add_config(m)
-    m.add_argument("--quick", action="store_true", help="a much smaller run (for smoke tests)")
+    m.add_argument("--quick", action="store_true",
+                   help="a much smaller run (for smoke tests); --set keys still win over its sizes")
     m.add_argument("--full", action="store_true",
                    help="the dissimilarity network trained 3x as long, in OUT-full, on the world and stages of "
                         "OUT (reused when the default demo left them, trained there otherwise)")
@@ -61,12 +62,16 @@ def run(a: argparse.Namespace) -> None:
         if a.full and a.quick:
             raise SynboostError("give --full (a longer run) or --quick (a smoke test), not both")
         default_out = cfg.out == DemoConfig().out
+        if a.quick:  # the smoke-test sizes, with the user's --set on top of them
+            from synboost.jobs.demo import quick_config
+
+            cfg = quick_config(cfg, a.overrides)
         if a.full:
             from synboost.jobs.demo import full_config
 
             full_config(cfg)
         if a.seeds:
-            run_demo_seeds(cfg, a.seeds, quick=a.quick, resume=not a.fresh)
+            run_demo_seeds(cfg, a.seeds, resume=not a.fresh)
             return
         if a.seed is not None:
             from synboost.jobs.demo import seed_folder
@@ -76,7 +81,7 @@ def run(a: argparse.Namespace) -> None:
                 cfg.out = seed_folder(cfg.out, a.seed)
                 if cfg.stages_from:
                     cfg.stages_from = seed_folder(cfg.stages_from, a.seed)
-        run_demo(cfg, quick=a.quick, resume=not a.fresh)
+        run_demo(cfg, resume=not a.fresh)
     elif a.verb == "ablate":
         from synboost.config import AblationConfig
         from synboost.jobs.ablate import run_ablation, run_ablation_seeds

@@ -11,10 +11,18 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Sequence
 
-from synboost.config import DemoConfig, save_config, to_dict
+from synboost.config import DemoConfig, merge_config, save_config, to_dict
 from synboost.data.io import write_json, write_text
 from synboost.jobs.stages import fusion_line, fusion_weights, place_stages, prepare_stages
+
+
+def quick_config(cfg: DemoConfig, overrides: Sequence[str] = ()) -> DemoConfig:
+    """``demo --quick``: ``cfg`` shrunk to a smoke-test sized run (about a minute), then the command line's
+    ``--set`` overrides applied again on top, so that a key the user set wins over the smoke-test size."""
+    _shrink(cfg)
+    return merge_config(DemoConfig, to_dict(cfg), overrides, "--quick") if overrides else cfg
 
 
 def _shrink(cfg: DemoConfig) -> None:

@@ -33,11 +33,11 @@ from synboost.data.labels import ID_TO_TRAIN_ID, IGNORE
 from synboost.detectors.components import build_dissimilarity, load_generator, load_segmenter, perceptual_vgg
 from synboost.detectors.synboost import dissimilarity_inputs
 from synboost.errors import ConfigError
+from synboost.hub.registry import sha256_of
 from synboost.metrics.pixel import pixel_metrics
 from synboost.models.generator import labels_to_onehot
 from synboost.tensors import images_to_batch, resize_maps
 from synboost.training.engine import SeededDataset, Task
-from synboost.training.snapshot import sha256_file
 from synboost.training.stage import publish_run, run_stage
 
 EGO_ID = 1
@@ -194,7 +194,7 @@ def select_ensemble_weights(cfg: DissimilarityConfig, checkpoint: str | Path | N
     if not ckpt.is_file():
         raise ConfigError(f"{ckpt}: no dissimilarity checkpoint to choose fusion weights for; train it first "
                           "(synboost train dissimilarity)")
-    digest, cache = sha256_file(ckpt), ckpt.parent / ENSEMBLE_FILE
+    digest, cache = sha256_of(ckpt), ckpt.parent / ENSEMBLE_FILE
     if cache.is_file():
         import json
 

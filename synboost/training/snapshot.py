@@ -20,7 +20,6 @@ when its weights and state carry the same epoch.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from dataclasses import dataclass
@@ -30,20 +29,12 @@ from typing import Any, Callable, Mapping
 from synboost.data.io import write_json
 from synboost.errors import SynboostError
 from synboost.hub.checkpoint import load_state, read_meta, save_state
+from synboost.hub.registry import sha256_of
 
 WEIGHTS, STATE, INDEX = "last.safetensors", "last_state.pt", "last.json"
 PREV = {WEIGHTS: "last.prev.safetensors", STATE: "last_state.prev.pt"}
 FORMAT = 1
 START_OVER = "start over (`synboost train --fresh`, or resume=False)"
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """The hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def read_index(out: str | os.PathLike) -> dict | None:
@@ -86,7 +77,7 @@ def write_last(out: str | os.PathLike, write_weights: Callable[[Path], Any], sta
             _keep(out / name, out / PREV[name])
     write_weights(out / WEIGHTS)
     save_state(out / STATE, state)
-    files = {name: sha256_file(out / name) for name in (WEIGHTS, STATE)}
+    files = {name: sha256_of(out / name) for name in (WEIGHTS, STATE)}
     write_json(out / INDEX, {"format": FORMAT, "epoch": int(epoch), "files": files})
     for name in (WEIGHTS, STATE):
         (out / PREV[name]).unlink(missing_ok=True)
@@ -119,7 +110,7 @@ def find_last(out: str | os.PathLike) -> LastPair | None:
     found = {}
     for name in (WEIGHTS, STATE):
         for candidate in (out / name, out / PREV[name]):
-            if candidate.is_file() and sha256_file(candidate) == named.get(name):
+            if candidate.is_file() and sha256_of(candidate) == named.get(name):
                 found[name] = candidate
                 break
         else:
