@@ -252,3 +252,53 @@ def test_cpu_bf16_autocast_is_opt_in_and_needs_bf16_units(tmp_path, monkeypatch)
                      cpu_amp=cpu_amp)
         eng.fit()
         assert task.autocast is used, (have, cpu_amp, amp)
+
+
+class Recording(Toy):
+    """Toy that keeps the trained weights after every step (the moving average is checked against them)."""
+
+    def __init__(self):
+        super().__init__()
+        self.trained = []
+
+    def after_step(self, model, global_step, out_dir):
+        super().after_step(model, global_step, out_dir)
+        self.trained.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+
+
+def test_ema_is_what_is_validated_saved_as_best_and_resumed(tmp_path):
+    decay = 0.8
+    summary, task = fit(tmp_path / "whole", Recording(), ema=decay)
+    avg, per_step = None, []  # W_1 = w_1, W_t = decay W_(t-1) + (1 - decay) w_t (torch's get_ema_multi_avg_fn)
+    for w in task.trained:
+        avg = dict(w) if avg is None else {k: decay * avg[k] + (1 - decay) * w[k] for k in w}
+        per_step.append(avg)
+    best, meta = load_model(tmp_path / "whole" / "best.safetensors")
+    expect = per_step[4 * (meta["epoch"] + 1) - 1]  # 4 steps per epoch
+    for k in expect:
+        assert torch.allclose(best[k], expect[k], atol=1e-6), k
+        assert torch.equal(weights(tmp_path / "whole")[k], task.trained[-1][k])  # last: the trained weights
+        assert not torch.allclose(task.trained[-1][k], per_step[-1][k])  # so the two really differ
+    x = torch.linspace(-1, 1, 9).reshape(3, 3)
+    model = nn.Sequential(nn.Dropout(0.2), nn.Linear(3, 1))
+    model.load_state_dict(best)
+    with torch.no_grad():
+        assert summary["best_val"]["score"] == pytest.approx(-float(F.mse_loss(model.eval()(x), x @ W + 0.1)))
+    assert task.ended and set(load_state(tmp_path / "whole" / "last_state.pt")["ema"]) >= {"n_averaged"}
+    # stopped after one epoch and resumed: the same average as the run that never stopped
+    fit(tmp_path / "parts", Recording(), ema=decay, stop_after=1)
+    fit(tmp_path / "parts", Recording(), resume=True, ema=decay)
+    again = load_model(tmp_path / "parts" / "best.safetensors")[0]
+    assert all(torch.equal(again[k], best[k]) for k in best)
+    # the moving average switched on or off mid-run is refused, naming the key
+    fit(tmp_path / "plain", stop_after=1)
+    with pytest.raises(SynboostError, match=r"last_state\.pt: this run was started without a moving average.*"
+                                            r"train\.ema is now 0\.8"):
+        fit(tmp_path / "plain", resume=True, ema=decay)
+    with pytest.raises(SynboostError, match=r"started with a moving average.*train\.ema is now 0\.0"):
+        fit(tmp_path / "parts", resume=True, stop_after=0, epochs=4)
+
+
+def test_ema_outside_its_range_is_refused(tmp_path):
+    with pytest.raises(SynboostError, match=r"train\.ema is 1\.0; give a decay in \[0, 1\)"):
+        fit(tmp_path, ema=1.0)

@@ -39,6 +39,10 @@ class LoopConfig:
     steps_per_epoch: int = 0  #: 0 = one pass over the training set
     stop_after: int = 0  #: end this run after so many epochs (pre-emptible job slots; resume continues)
     channels_last: bool = False
+    #: > 0: also keep an exponential moving average of the weights (this decay per optimiser step, torch's
+    #: ``AveragedModel``, buffers averaged too); validation, ``best`` and the stage's products use the average,
+    #: ``last`` keeps the trained weights and the average's state for resume; 0 = off
+    ema: float = 0.0
 
 
 @dataclasses.dataclass

@@ -15,6 +15,8 @@ everything else:
 * one run per output folder (:class:`synboost.runtime.FolderLock`, held by rank 0 for the whole fit);
 * logs: ``train_log.jsonl`` (one JSON object per logged step and per epoch), a progress bar with loss and ETA;
   ``logger="tensorboard"`` adds TensorBoard (scalars, validation, sample grids: :mod:`synboost.training.loggers`);
+* an exponential moving average of the weights (``loop.ema``, torch's ``AveragedModel``): when on, it is what is
+  validated, selected as ``best`` and published; ``last`` keeps the trained weights and the average's state;
 * the resolved config beside the outputs.
 """
 from __future__ import annotations
@@ -31,6 +33,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
@@ -188,6 +191,7 @@ class Engine:
         self.best_val: dict = {}
         self.val: dict = {}
         self.start, self.best, self.epochs_run = 0, -math.inf, 0
+        self.ema: AveragedModel | None = None
 
     # ------------------------------------------------------------------------------------------------ helpers
     @property
@@ -204,6 +208,12 @@ class Engine:
     def is_main(self) -> bool:
         """Rank 0 (the one process without torchrun)."""
         return self.rank == 0
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """What is validated, saved as ``best`` and published: the moving average when ``loop.ema`` is on, else
+        the trained model."""
+        return self.ema.module if self.ema is not None else self.model
 
     def _amp_device(self, cpu_amp: bool) -> str | None:
         if not self.loop.amp:
@@ -243,6 +253,8 @@ class Engine:
     def _save_last(self, epoch: int, val: dict) -> None:
         state = {"epoch": epoch, "best": self.best, "best_val": self.best_val, "optimizer": _state_of(self.opt),
                  "scheduler": _state_of(self.sched)}
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
         snapshot.write_last(self.out, lambda p: self._save_weights(p, self.model, epoch, val), state, epoch)
 
     # ------------------------------------------------------------------------------------------------- setup
@@ -264,6 +276,11 @@ class Engine:
         if loop.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
+        if not 0.0 <= loop.ema < 1.0:
+            raise SynboostError(f"{self.name}: train.ema is {loop.ema}; give a decay in [0, 1) (e.g. 0.99), or 0 "
+                                "for no moving average")
+        self.ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(loop.ema), use_buffers=True)
+                    if loop.ema else None)
         self.opt = self.task.build_optimizer(model)
         self.dataset = self.task.train_dataset()
         self.sampler = DistributedSampler(self.dataset, num_replicas=self.world, rank=self.rank, shuffle=True,
@@ -293,6 +310,12 @@ class Engine:
         st = load_state(pair.state)
         _load_state(self.opt, st["optimizer"])
         _load_state(self.sched, st.get("scheduler"))
+        if (self.ema is not None) != ("ema" in st):
+            raise SynboostError(f"{pair.state}: this run was started with{'out' if 'ema' not in st else ''} a moving "
+                                f"average of the weights and train.ema is now {self.loop.ema}; set train.ema as it "
+                                "was, or train afresh in another out folder")
+        if self.ema is not None:
+            self.ema.load_state_dict(st["ema"])
         self.start, self.best = int(st["epoch"]) + 1, float(st["best"])
         self.best_val = dict(st.get("best_val") or {})
         if not self.best_val and self._ckpt("best").is_file():  # a state written before best_val was kept
@@ -337,6 +360,8 @@ class Engine:
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
                 self.opt.step()
+            if self.ema is not None:
+                self.ema.update_parameters(self.model)
             for sc in _each(self.sched):
                 if not _plateau(sc):
                     sc.step()
@@ -356,7 +381,7 @@ class Engine:
         """Rank 0: validate, step plateau schedulers, write ``best`` (if improved) and then the ``last`` unit,
         log the epoch; every rank then waits for rank 0. Returns the validation numbers ({} off rank 0)."""
         if self.is_main:
-            val = self.task.validate(self.model, self.device)
+            val = self.task.validate(self.eval_model, self.device)
             for sc in _each(self.sched):  # plateau schedulers step once per epoch on the validation loss
                 if _plateau(sc):
                     sc.step(val.get("loss", train["loss"]))
@@ -365,7 +390,7 @@ class Engine:
             self.best = max(self.best, score)
             if improved:
                 self.best_val = {**val, "epoch": epoch + 1}
-                self._save_weights(self._ckpt("best"), self.model, epoch, val)
+                self._save_weights(self._ckpt("best"), self.eval_model, epoch, val)
             self._save_last(epoch, val)
             record = {"epoch": epoch + 1, "train_loss": train["loss"], "seconds": train["seconds"],
                       **{f"val_{k}": v for k, v in val.items()}}
@@ -402,7 +427,7 @@ class Engine:
             if self.is_main:
                 write_json(self.out / "summary.json", summary)
                 if finished:
-                    self.task.on_fit_end(self.model, summary, self)
+                    self.task.on_fit_end(self.eval_model, summary, self)
         return summary
 
 
