@@ -61,6 +61,43 @@ def test_stage_done_compares_parsed_configs(tmp_path):
     assert not stage_done(dis, "dissimilarity.safetensors")
 
 
+def test_stage_done_holds_for_a_moved_run_and_another_spelling(tmp_path, monkeypatch):
+    """A finished run stays finished when its folder is moved with its inputs, or named by an absolute path
+    where it was saved with a relative one; a real change of an input path still makes it unfinished."""
+    import shutil
+
+    import yaml
+
+    from synboost.config import to_dict
+    from synboost.jobs.stages import same_path, stage_done
+
+    monkeypatch.chdir(tmp_path)
+    cfg = DemoConfig(out="runs/d")
+    place_stages(cfg)
+    seg = cfg.segmentation
+    assert seg.data.train == "synthetic:runs/d/world@train"
+    _finished_run(seg, "segmenter.safetensors", yaml.safe_dump(to_dict(seg), sort_keys=False))
+    assert stage_done(seg, "segmenter.safetensors")
+
+    absolute = DemoConfig(out=str(tmp_path / "runs" / "d"))  # the same folder, spelled from the root
+    place_stages(absolute)
+    assert absolute.segmentation.data.train != seg.data.train
+    assert stage_done(absolute.segmentation, "segmenter.safetensors")
+
+    shutil.move("runs/d", "moved")  # the run folder moved, its world with it
+    moved = DemoConfig(out="moved")
+    place_stages(moved)
+    assert stage_done(moved.segmentation, "segmenter.safetensors")
+    moved.segmentation.data.val = moved.segmentation.data.val.replace("@val", "@train")  # another split
+    assert not stage_done(moved.segmentation, "segmenter.safetensors")
+    moved.segmentation.data.val = "synthetic:elsewhere/world@val"  # another world
+    assert not stage_done(moved.segmentation, "segmenter.safetensors")
+
+    assert not same_path("tiny", "small", "a", "b")  # names are never paths
+    assert not same_path("synthetic:a/w@val", "cityscapes:a/w@val", "a/s", "a/s")  # another kind of data
+    assert same_path("/data/x.safetensors", "/data/./x.safetensors", "r1", "/elsewhere/r2")  # the same file
+
+
 def test_place_stages_gives_every_training_stage_the_job_seed(tmp_path):
     cfg = DemoConfig(out=str(tmp_path / "d"), seed=7)
     place_stages(cfg)

@@ -188,11 +188,8 @@ def prepare_methods(cfg, resume: bool = True) -> list[Row]:
     methods (``cfg.outlier_methods``, each the whole demo segmenter re-trained with outlier data)."""
     import copy
 
-    import yaml
-
-    from synboost.config import to_dict
     from synboost.detectors.pipeline import write_pipeline_file
-    from synboost.jobs.stages import place_stages, prepare_stages, stage_done
+    from synboost.jobs.stages import place_stages, prepare_stages, same_config, stage_done
     from synboost.training.density import fit_density
     from synboost.training.dissimilarity import train_dissimilarity
     from synboost.training.outlier import train_outlier
@@ -219,7 +216,7 @@ def prepare_methods(cfg, resume: bool = True) -> list[Row]:
     den.data.train = f"synthetic:{base.world.out}@train"
     print("embedding density: per-layer Gaussians, kNN bank, logistic regression")
     if not (resume and (Path(den.out) / "density.safetensors").is_file() and (Path(den.out) / "config.yaml").is_file()
-            and (Path(den.out) / "config.yaml").read_text() == yaml.safe_dump(to_dict(den), sort_keys=False)):
+            and same_config(den, Path(den.out) / "config.yaml")):
         fit_density(den)
     retrained = []
     for m in cfg.outlier_methods:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 from typing import Callable
@@ -44,15 +45,49 @@ def stage_done(cfg, product: str) -> bool:
 def same_config(cfg, path: Path) -> bool:
     """The config saved at ``path`` is ``cfg``: compared as parsed by ``cfg``'s schema, so a field added to the
     schema since (at its default) does not make a finished run look different; a saved key the schema no longer
-    has, or a file that does not parse, does."""
+    has, or a file that does not parse, does. Paths compare by what they name (:func:`same_path`), so a run
+    folder that was moved or renamed with its inputs, or reached by another spelling (absolute or relative),
+    is still the same run."""
     from synboost.config import from_dict
     from synboost.errors import ConfigError
 
     try:
         saved = yaml.safe_load(path.read_text())
-        return isinstance(saved, dict) and to_dict(from_dict(type(cfg), saved)) == to_dict(cfg)
+        if not isinstance(saved, dict):
+            return False
+        a, b = to_dict(from_dict(type(cfg), saved)), to_dict(cfg)
     except (yaml.YAMLError, ConfigError):
         return False
+    return _same(a, b, str(a.get("out", "")), str(b.get("out", "")))
+
+
+def _same(a, b, out_a: str, out_b: str) -> bool:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k], out_a, out_b) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y, out_a, out_b) for x, y in zip(a, b))
+    if isinstance(a, str) and isinstance(b, str) and a != b and out_a and out_b:
+        return same_path(a, b, out_a, out_b)
+    return a == b
+
+
+_SPEC = re.compile(r"^(?P<kind>[a-z][a-z0-9_]+:)?(?P<path>.*?)(?P<split>@[A-Za-z0-9_]+)?$")
+
+
+def same_path(a: str, b: str, out_a: str, out_b: str) -> bool:
+    """Two path values of two configs (or data specs ``kind:path@split``, the kind and split compared as they
+    are) name the same thing: the same file or folder, or the same place relative to each config's own run
+    folder ``out_a`` / ``out_b`` (a run moved together with its inputs). Strings without a ``/`` are names,
+    never paths."""
+    if "/" not in a + b:
+        return False
+    ma, mb = _SPEC.match(a), _SPEC.match(b)
+    if ma["kind"] != mb["kind"] or ma["split"] != mb["split"] or not ma["path"] or not mb["path"]:
+        return False
+    pa, pb = ma["path"], mb["path"]
+    if os.path.abspath(pa) == os.path.abspath(pb):
+        return True
+    return os.path.relpath(pa, out_a) == os.path.relpath(pb, out_b)
 
 
 def place_stages(cfg: DemoConfig) -> None:
