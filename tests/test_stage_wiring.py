@@ -69,7 +69,8 @@ def test_stage_done_holds_for_a_moved_run_and_another_spelling(tmp_path, monkeyp
     import yaml
 
     from synboost.config import to_dict
-    from synboost.jobs.stages import same_path, stage_done
+    from synboost.config.loading import same_path
+    from synboost.jobs.stages import stage_done
 
     monkeypatch.chdir(tmp_path)
     cfg = DemoConfig(out="runs/d")
@@ -102,3 +103,23 @@ def test_place_stages_gives_every_training_stage_the_job_seed(tmp_path):
     cfg = DemoConfig(out=str(tmp_path / "d"), seed=7)
     place_stages(cfg)
     assert {s.train.seed for s in (cfg.segmentation, cfg.synthesis, cfg.dissimilarity, cfg.pebal)} == {7}
+
+
+def test_a_stage_started_with_another_config_is_trained_afresh_not_resumed(tmp_path, capsys):
+    import yaml
+
+    from synboost.config import to_dict
+    from synboost.jobs.stages import resumable
+
+    cfg = DemoConfig(out=str(tmp_path / "d"))
+    place_stages(cfg)
+    seg = cfg.segmentation
+    assert resumable(seg, True)  # nothing there yet: resuming is a fresh start anyway
+    Path(seg.out).mkdir(parents=True)
+    (Path(seg.out) / "config.yaml").write_text(yaml.safe_dump(to_dict(seg)))  # an interrupted run of this config
+    assert resumable(seg, True) and not resumable(seg, False)
+    seg.train.epochs += 4  # a longer run continues it
+    assert resumable(seg, True)
+    seg.train.lr *= 2  # another run: continuing it would keep the old weights under the new config
+    assert not resumable(seg, True)
+    assert "was started with another config (train.lr: " in capsys.readouterr().out

@@ -1,5 +1,6 @@
 """The training engine alone, with a toy task (noisy linear regression through dropout): resume, the ``last``
 checkpoint as one unit, divergence, the scheduler, the hooks, ``stop_after``, the folder lock and CPU autocast."""
+import dataclasses
 import json
 import socket
 import subprocess
@@ -302,3 +303,32 @@ def test_ema_is_what_is_validated_saved_as_best_and_resumed(tmp_path):
 def test_ema_outside_its_range_is_refused(tmp_path):
     with pytest.raises(SynboostError, match=r"train\.ema is 1\.0; give a decay in \[0, 1\)"):
         fit(tmp_path, ema=1.0)
+
+
+@dataclasses.dataclass
+class ToyConfig:
+    out: str = ""
+    width: int = 1
+    train: LoopConfig = dataclasses.field(default_factory=loop)
+
+
+def test_resume_refuses_another_config_and_keeps_the_run(tmp_path, capsys):
+    """Resuming under another config would continue the old weights under the new config's name: refused in one
+    line naming the key, before anything is written; epochs (and device, workers, logging) may change."""
+    def fit_with(cfg, resume, **kw):
+        return Engine(Toy(), cfg.train, tmp_path, config=cfg, progress=False).fit(resume=resume)
+
+    first = ToyConfig(out=str(tmp_path), train=loop(stop_after=1))
+    assert not fit_with(first, False)["finished"]
+    saved = (tmp_path / "config.yaml").read_text()
+    kept = weights(tmp_path)
+    with pytest.raises(SynboostError, match=r"config\.yaml: the run there was started with another config "
+                                            r"\(width: 1 -> 2\); .*--fresh") as e:
+        fit_with(ToyConfig(out=str(tmp_path), width=2, train=loop(stop_after=1)), True)
+    assert "\n" not in str(e.value)
+    assert (tmp_path / "config.yaml").read_text() == saved  # nothing overwritten
+    assert all(torch.equal(kept[k], weights(tmp_path)[k]) for k in kept)
+    with pytest.raises(SynboostError, match=r"train\.lr: 0\.01 -> 0\.02"):
+        fit_with(ToyConfig(out=str(tmp_path), train=loop(stop_after=1, lr=0.02)), True)
+    more = fit_with(ToyConfig(out=str(tmp_path), train=loop(epochs=4, log_every=5)), True)  # longer: allowed
+    assert more["finished"] and "(epoch 1 of 4)" in capsys.readouterr().out

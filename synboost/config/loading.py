@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from pathlib import Path
 from typing import Any, Sequence, TypeVar
 
@@ -122,3 +123,62 @@ def from_dict(schema: type[T], data: dict[str, Any]) -> T:
         return OmegaConf.to_object(merged)  # type: ignore[return-value]
     except OmegaConfBaseException as e:
         raise _explain(e, schema.__name__) from None
+
+
+_SPEC = re.compile(r"^(?P<kind>[a-z][a-z0-9_]+:)?(?P<path>.*?)(?P<split>@[A-Za-z0-9_]+)?$")
+
+
+def same_path(a: str, b: str, out_a: str, out_b: str) -> bool:
+    """Two path values of two configs (or data specs ``kind:path@split``, the kind and split compared as they
+    are) name the same thing: the same file or folder, or the same place relative to each config's own run
+    folder ``out_a`` / ``out_b`` (a run moved together with its inputs). Strings without a ``/`` are names,
+    never paths."""
+    if a == b:
+        return True
+    if "/" not in a + b or not out_a or not out_b:
+        return False
+    ma, mb = _SPEC.match(a), _SPEC.match(b)
+    if ma["kind"] != mb["kind"] or ma["split"] != mb["split"] or not ma["path"] or not mb["path"]:
+        return False
+    pa, pb = ma["path"], mb["path"]
+    return os.path.abspath(pa) == os.path.abspath(pb) or os.path.relpath(pa, out_a) == os.path.relpath(pb, out_b)
+
+
+def config_difference(a: dict[str, Any], b: dict[str, Any], ignore: Sequence[str] = ()) -> str | None:
+    """The first key (dotted) whose value differs between two configs as dicts, as ``key: A -> B``; None when
+    they describe the same run. Paths compare by what they name (:func:`same_path`, relative to each config's
+    ``out``); keys in ``ignore`` (dotted) are not compared."""
+    out_a, out_b = str(a.get("out", "")), str(b.get("out", ""))
+
+    def walk(x, y, key):
+        if key in ignore:
+            return None
+        if isinstance(x, dict) and isinstance(y, dict):
+            for k in list(x) + [k for k in y if k not in x]:
+                found = walk(x.get(k), y.get(k), f"{key}.{k}" if key else k)
+                if found:
+                    return found
+            return None
+        if isinstance(x, (list, tuple)) and isinstance(y, (list, tuple)) and len(x) == len(y):
+            same = all(walk(u, v, key) is None for u, v in zip(x, y))
+        elif isinstance(x, str) and isinstance(y, str):
+            same = same_path(x, y, out_a, out_b)
+        else:
+            same = x == y
+        return None if same else f"{key}: {x!r} -> {y!r}"
+
+    return walk(a, b, "")
+
+
+def saved_config_difference(cfg: Any, path: str | os.PathLike, ignore: Sequence[str] = ()) -> str | None:
+    """How the config saved at ``path`` (parsed by ``cfg``'s schema, so a field added since at its default is
+    no difference) differs from ``cfg``: ``key: saved -> now`` for the first key, None for the same run; a file
+    that does not parse, or holds a key the schema no longer has, is a difference too."""
+    path = Path(path)
+    try:
+        saved = yaml.safe_load(path.read_text())
+        if not isinstance(saved, dict):
+            return f"{path} is not a config"
+        return config_difference(to_dict(from_dict(type(cfg), saved)), to_dict(cfg), ignore)
+    except (yaml.YAMLError, ConfigError, OSError) as e:
+        return f"{path} does not parse ({_one_line(e)})"

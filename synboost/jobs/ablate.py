@@ -43,7 +43,7 @@ def run_ablation(cfg: AblationConfig, resume: bool = True) -> dict:
     from synboost.detectors.pipeline import load_pipeline, write_pipeline_file
     from synboost.jobs.evaluate import evaluate
     from synboost.jobs.report import Gallery, write_ablation_report
-    from synboost.jobs.stages import fusion_weights, place_stages, prepare_stages, stage_done
+    from synboost.jobs.stages import fusion_weights, place_stages, prepare_stages, resumable, stage_done
     from synboost.runtime import pick_device
     from synboost.training.dissimilarity import prepare_samples, train_dissimilarity
 
@@ -57,7 +57,8 @@ def run_ablation(cfg: AblationConfig, resume: bool = True) -> dict:
     place_stages(base)
     save_config(cfg, out / "config.yaml")
     t0 = time.time()
-    prepare_stages(base, resume, dissimilarity=False, pebal=False)
+    _, ran = prepare_stages(base, resume, dissimilarity=False, pebal=False)
+    resume = resume and not ran  # a variant is reused or resumed only while the stages it builds on are
     timings = {"base stages (reused when done)": time.time() - t0}
     gallery, curves, stage_dirs = Gallery(), {}, {}
     test = open_dataset(f"synthetic:{base.world.out}")
@@ -91,7 +92,7 @@ def run_ablation(cfg: AblationConfig, resume: bool = True) -> dict:
                 shared[void] = prepare_samples(dis, dev, priors=("entropy", "perceptual", "distance"))
             print(f"[{name}] training the dissimilarity network without {removes}")
             t = time.time()
-            train_dissimilarity(dis, resume=resume, samples=shared[void])
+            train_dissimilarity(dis, resume=resumable(dis, resume), samples=shared[void])
             timings[f"{name}: training"] = time.time() - t
             stage_dirs[name] = dis.out
             trained[key] = Path(dis.out) / "dissimilarity.safetensors"

@@ -189,7 +189,7 @@ def prepare_methods(cfg, resume: bool = True) -> list[Row]:
     import copy
 
     from synboost.detectors.pipeline import write_pipeline_file
-    from synboost.jobs.stages import place_stages, prepare_stages, same_config, stage_done
+    from synboost.jobs.stages import place_stages, prepare_stages, resumable, same_config, stage_done
     from synboost.training.density import fit_density
     from synboost.training.dissimilarity import train_dissimilarity
     from synboost.training.outlier import train_outlier
@@ -209,7 +209,7 @@ def prepare_methods(cfg, resume: bool = True) -> list[Row]:
     res.train.epochs = cfg.resynthesis_epochs or res.train.epochs
     print(f"Image Resynthesis: dissimilarity network without priors and SPADE, {res.train.epochs} epochs")
     if not (resume and stage_done(res, "dissimilarity.safetensors")):
-        train_dissimilarity(res, resume=resume)
+        train_dissimilarity(res, resume=resumable(res, resume))
 
     den = copy.deepcopy(cfg.density)
     den.out, den.segmenter = str(out / "density"), seg
@@ -227,7 +227,7 @@ def prepare_methods(cfg, resume: bool = True) -> list[Row]:
         oc.data.train, oc.data.val = f"synthetic:{base.world.out}@train", f"synthetic:{base.world.out}@val"
         print(f"re-training with outlier data: {oc.method}, the whole segmenter, {oc.train.epochs} epochs")
         if not (resume and stage_done(oc, "segmenter.safetensors")):
-            train_outlier(oc, resume=resume)
+            train_outlier(oc, resume=resumable(oc, resume))
         retrained.append(f"{Path(oc.out) / 'pipeline.yaml'}:{oc.method}")
     common = dict(segmenter=seg, perceptual_vgg_pretrained=base.dissimilarity.perceptual_vgg_pretrained,
                   batch_size=base.segmentation.train.batch_size)

@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from pathlib import Path
 from typing import Callable
 
-import yaml
-
-from synboost.config import DemoConfig, to_dict
+from synboost.config import DemoConfig
 
 
 def world_is_current(cfg) -> bool:
@@ -45,49 +42,28 @@ def stage_done(cfg, product: str) -> bool:
 def same_config(cfg, path: Path) -> bool:
     """The config saved at ``path`` is ``cfg``: compared as parsed by ``cfg``'s schema, so a field added to the
     schema since (at its default) does not make a finished run look different; a saved key the schema no longer
-    has, or a file that does not parse, does. Paths compare by what they name (:func:`same_path`), so a run
-    folder that was moved or renamed with its inputs, or reached by another spelling (absolute or relative),
-    is still the same run."""
-    from synboost.config import from_dict
-    from synboost.errors import ConfigError
+    has, or a file that does not parse, does. Paths compare by what they name
+    (:func:`~synboost.config.loading.same_path`), so a run folder that was moved or renamed with its inputs, or
+    reached by another spelling (absolute or relative), is still the same run."""
+    from synboost.config.loading import saved_config_difference
 
-    try:
-        saved = yaml.safe_load(path.read_text())
-        if not isinstance(saved, dict):
-            return False
-        a, b = to_dict(from_dict(type(cfg), saved)), to_dict(cfg)
-    except (yaml.YAMLError, ConfigError):
-        return False
-    return _same(a, b, str(a.get("out", "")), str(b.get("out", "")))
+    return saved_config_difference(cfg, path) is None
 
 
-def _same(a, b, out_a: str, out_b: str) -> bool:
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_same(a[k], b[k], out_a, out_b) for k in a)
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(_same(x, y, out_a, out_b) for x, y in zip(a, b))
-    if isinstance(a, str) and isinstance(b, str) and a != b and out_a and out_b:
-        return same_path(a, b, out_a, out_b)
-    return a == b
+def resumable(cfg, resume: bool) -> bool:
+    """Whether a stage that is not done may resume in its folder: ``resume``, unless the run there was started
+    with another config (bar what a resumed run may change: epochs, device, workers, logging), which is then
+    trained afresh, said in one line, rather than continued under the new config's name."""
+    from synboost.config.loading import saved_config_difference
+    from synboost.training.engine import Engine
 
-
-_SPEC = re.compile(r"^(?P<kind>[a-z][a-z0-9_]+:)?(?P<path>.*?)(?P<split>@[A-Za-z0-9_]+)?$")
-
-
-def same_path(a: str, b: str, out_a: str, out_b: str) -> bool:
-    """Two path values of two configs (or data specs ``kind:path@split``, the kind and split compared as they
-    are) name the same thing: the same file or folder, or the same place relative to each config's own run
-    folder ``out_a`` / ``out_b`` (a run moved together with its inputs). Strings without a ``/`` are names,
-    never paths."""
-    if "/" not in a + b:
-        return False
-    ma, mb = _SPEC.match(a), _SPEC.match(b)
-    if ma["kind"] != mb["kind"] or ma["split"] != mb["split"] or not ma["path"] or not mb["path"]:
-        return False
-    pa, pb = ma["path"], mb["path"]
-    if os.path.abspath(pa) == os.path.abspath(pb):
-        return True
-    return os.path.relpath(pa, out_a) == os.path.relpath(pb, out_b)
+    saved = Path(cfg.out) / "config.yaml"
+    if not resume or not saved.is_file():
+        return resume
+    diff = saved_config_difference(cfg, saved, Engine.RESUME_MAY_CHANGE)
+    if diff:
+        print(f"      the run in {cfg.out} was started with another config ({diff}): trained afresh")
+    return not diff
 
 
 def place_stages(cfg: DemoConfig) -> None:
@@ -171,19 +147,19 @@ def prepare_stages(cfg: DemoConfig, resume: bool = True, dissimilarity: bool = T
                         lambda: train_backbone(bb, resume=resume and not ran), times, "backbone")
     ran |= run_step(f"[2/6] segmentation: DeepLabV3+ ({seg.model.backbone} trunk), {seg.train.epochs} epochs",
                  resume and not ran and stage_done(seg, "segmenter.safetensors"),
-                 lambda: train_segmentation(seg, resume=resume and not ran), times, "segmentation")
+                 lambda: train_segmentation(seg, resume=resumable(seg, resume and not ran)), times, "segmentation")
     if pebal:
         run_step(f"[3/6] PEBAL: the segmenter's head with abstention and energy losses on AnomalyMix, "
               f"{peb.train.epochs} epochs", resume and not ran and stage_done(peb, "pebal.safetensors"),
-              lambda: train_pebal(peb, resume=resume and not ran), times, "pebal")
+              lambda: train_pebal(peb, resume=resumable(peb, resume and not ran)), times, "pebal")
     ran_syn = run_step(f"[4/6] synthesis: SPADE generator at {syn.data.size[0]}x{syn.data.size[1]}, {syn.train.epochs} "
                     "epochs", resume and not ran and not ran_bb and stage_done(syn, "generator.safetensors"),
-                    lambda: train_synthesis(syn, resume=resume and not ran), times, "synthesis")
+                    lambda: train_synthesis(syn, resume=resumable(syn, resume and not ran)), times, "synthesis")
     ran |= ran_syn | ran_bb
     if dissimilarity:
         run_step(f"[5/6] dissimilarity: anomaly data (label switching + void) and {dis.train.epochs} epochs",
               resume and not ran and stage_done(dis, "dissimilarity.safetensors"),
-              lambda: train_dissimilarity(dis, resume=resume and not ran), times, "dissimilarity")
+              lambda: train_dissimilarity(dis, resume=resumable(dis, resume and not ran)), times, "dissimilarity")
     return times, ran
 
 
