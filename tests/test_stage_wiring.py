@@ -116,7 +116,8 @@ def test_a_stage_started_with_another_config_is_trained_afresh_not_resumed(tmp_p
     seg = cfg.segmentation
     assert resumable(seg, True)  # nothing there yet: resuming is a fresh start anyway
     Path(seg.out).mkdir(parents=True)
-    (Path(seg.out) / "config.yaml").write_text(yaml.safe_dump(to_dict(seg)))  # an interrupted run of this config
+    (Path(seg.out) / "config.yaml").write_text(yaml.safe_dump(to_dict(seg)))  # an interrupted run of this config,
+    (Path(seg.out) / "last.json").write_text("{}")  # with a checkpoint to resume from
     assert resumable(seg, True) and not resumable(seg, False)
     seg.train.epochs += 4  # a longer run continues it
     assert resumable(seg, True)

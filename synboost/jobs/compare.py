@@ -215,7 +215,7 @@ def prepare_methods(cfg, resume: bool = True) -> list[Row]:
     den.out, den.segmenter = str(out / "density"), seg
     den.data.train = f"synthetic:{base.world.out}@train"
     print("embedding density: per-layer Gaussians, kNN bank, logistic regression")
-    if not (resume and (Path(den.out) / "density.safetensors").is_file() and (Path(den.out) / "config.yaml").is_file()
+    if not (resume and (Path(den.out) / "density.safetensors").is_file()
             and same_config(den, Path(den.out) / "config.yaml")):
         fit_density(den)
     retrained = []

@@ -52,18 +52,14 @@ def same_config(cfg, path: Path) -> bool:
 
 def resumable(cfg, resume: bool) -> bool:
     """Whether a stage that is not done may resume in its folder: ``resume``, unless the run there was started
-    with another config (bar what a resumed run may change: epochs, device, workers, logging), which is then
-    trained afresh, said in one line, rather than continued under the new config's name."""
-    from synboost.config.loading import saved_config_difference
-    from synboost.training.engine import Engine
+    with another config (:func:`~synboost.training.snapshot.resume_difference`: bar epochs, device, workers,
+    logging), which is then trained afresh, said in one line, rather than refused by the engine."""
+    from synboost.training.snapshot import resume_difference
 
-    saved = Path(cfg.out) / "config.yaml"
-    if not resume or not saved.is_file():
-        return resume
-    diff = saved_config_difference(cfg, saved, Engine.RESUME_MAY_CHANGE)
+    diff = resume_difference(cfg.out, cfg) if resume else None
     if diff:
         print(f"      the run in {cfg.out} was started with another config ({diff}): trained afresh")
-    return not diff
+    return resume and not diff
 
 
 def place_stages(cfg: DemoConfig) -> None:

@@ -39,7 +39,6 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
 from synboost.config import LoopConfig, save_config
-from synboost.config.loading import saved_config_difference
 from synboost.data.io import write_json
 from synboost.detectors.components import save_component
 from synboost.errors import SynboostError
@@ -301,22 +300,14 @@ class Engine:
             self._resume()
         self.net = self.task.wrap_distributed(model) if self.world > 1 else model
 
-    #: loop fields a resumed run may change: how long and where it trains, and how it logs
-    RESUME_MAY_CHANGE = tuple(f"train.{k}" for k in ("epochs", "device", "workers", "log_every", "stop_after",
-                                                      "logger"))
-
     def _check_same_run(self) -> None:
-        """Resuming continues the run in ``out`` only under the config it was started with (bar
-        :attr:`RESUME_MAY_CHANGE`): another config would silently continue the old weights under a new name."""
-        saved = self.out / "config.yaml"
-        if self.config is None or not saved.is_file() or not any(
-                (self.out / f).is_file() for f in (snapshot.INDEX, snapshot.STATE)):
-            return
-        diff = saved_config_difference(self.config, saved, self.RESUME_MAY_CHANGE)
+        """Resuming continues the run in ``out`` only under the config it was started with
+        (:func:`~synboost.training.snapshot.resume_difference`)."""
+        diff = snapshot.resume_difference(self.out, self.config)
         if diff:
-            raise SynboostError(f"{saved}: the run there was started with another config ({diff}); resuming takes "
-                                "the same config (only train.epochs, device, workers and logging may change): set it "
-                                "back, or start over with --fresh or another out folder")
+            raise SynboostError(f"{self.out / 'config.yaml'}: the run there was started with another config ({diff}); "
+                                "resuming takes the same config (only train.epochs, device, workers and logging may "
+                                "change): set it back, or start over with --fresh or another out folder")
 
     def _resume(self) -> None:
         pair = snapshot.find_last(self.out)

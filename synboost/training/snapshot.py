@@ -35,6 +35,21 @@ WEIGHTS, STATE, INDEX = "last.safetensors", "last_state.pt", "last.json"
 PREV = {WEIGHTS: "last.prev.safetensors", STATE: "last_state.prev.pt"}
 FORMAT = 1
 START_OVER = "start over (`synboost train --fresh`, or resume=False)"
+#: config fields a resumed run may change: how long and where it trains, and how it logs
+RESUME_MAY_CHANGE = tuple(f"train.{k}" for k in ("epochs", "device", "workers", "log_every", "stop_after", "logger"))
+
+
+def resume_difference(out: str | os.PathLike, config: Any) -> str | None:
+    """How ``config`` differs from the one the run in ``out`` was started with (``key: then -> now``, bar
+    :data:`RESUME_MAY_CHANGE`), when ``out`` holds a run to resume; None when there is none or it is the same
+    run. Resuming under another config would continue the old weights under the new config's name."""
+    from synboost.config.loading import saved_config_difference
+
+    out = Path(out)
+    saved = out / "config.yaml"
+    if config is None or not saved.is_file() or not any((out / f).is_file() for f in (INDEX, STATE)):
+        return None
+    return saved_config_difference(config, saved, RESUME_MAY_CHANGE)
 
 
 def read_index(out: str | os.PathLike) -> dict | None:
