@@ -123,6 +123,20 @@ def test_full_with_seeds_pairs_each_seed_with_that_seeds_default_run(monkeypatch
     demo.run_demo_seeds(cfg, [1, 2])
     assert [(c.seed, c.out, c.stages_from) for c in seen] == [
         (k, seed_folder(str(tmp_path / "d-full"), k), seed_folder(str(tmp_path / "d"), k)) for k in (1, 2)]
+    # one pair of world-pretrained trunks for every seed: the default demo's
+    assert [c.backbone_from for c in seen] == [str(tmp_path / "d" / "backbone")] * 2
+
+
+def test_seeds_share_one_backbone(monkeypatch, tmp_path):
+    from synboost.config import DemoConfig
+    from synboost.jobs import demo
+
+    seen = []
+    monkeypatch.setattr(demo, "run_demo", lambda cfg, quick=False, resume=True: seen.append(cfg) or {"seconds": {}})
+    monkeypatch.setattr(demo, "summarise_seeds", lambda s: {"seeds": [], "figures": {}, "methods": {}})
+    demo.run_demo_seeds(DemoConfig(out=str(tmp_path / "d"), pretrained_trunks=True), [0, 1, 2])
+    assert {c.backbone_from for c in seen} == {str(tmp_path / "d" / "backbone")}
+    assert len({c.out for c in seen}) == 3
 
 
 def test_full_and_quick_together_is_an_error(capsys):

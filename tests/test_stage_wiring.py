@@ -12,10 +12,30 @@ def test_pretrained_trunks_reach_every_vgg(tmp_path):
     assert Path(vgg16).parent == tmp_path / "d" / "backbone" and vgg16.endswith("vgg16-world.safetensors")
     assert cfg.backbone.data.train.endswith("world@train") and cfg.backbone.data.val.endswith("world@val")
     syn, dis = cfg.synthesis, cfg.dissimilarity
-    assert (syn.vgg_pretrained, syn.vgg_path, syn.lpips_path) == (True, vgg19, vgg16)
+    # the demo's generator has no VGG loss (lambda_vgg 0): its stage stays the one without trunks, so that a run
+    # with trunks reuses it (LPIPS is measured after training, jobs.stages.generator_lpips)
+    plain = DemoConfig(out=str(tmp_path / "d"))
+    place_stages(plain)
+    assert syn == plain.synthesis and not syn.vgg_pretrained and not syn.lpips_path
     assert (dis.model.vgg_pretrained, dis.model.vgg_path, dis.model.encoder_width) == (True, vgg16, 1.0)
     assert (dis.perceptual_vgg_pretrained, dis.perceptual_vgg_path) == (True, vgg19)
     assert not backbone_done(cfg.backbone)  # nothing trained yet
+    with_loss = DemoConfig(out=str(tmp_path / "d"), pretrained_trunks=True)
+    with_loss.synthesis.lambda_vgg = 10.0
+    place_stages(with_loss)
+    assert (with_loss.synthesis.vgg_pretrained, with_loss.synthesis.vgg_path) == (True, vgg19)
+
+
+def test_backbone_from_places_the_trunks_elsewhere(tmp_path):
+    cfg = DemoConfig(out=str(tmp_path / "d" / "seed-1"), pretrained_trunks=True,
+                     backbone_from=str(tmp_path / "d" / "backbone"))
+    place_stages(cfg)
+    vgg16, vgg19 = trunk_files(cfg.backbone)
+    assert Path(vgg16).parent == tmp_path / "d" / "backbone" == Path(vgg19).parent
+    assert cfg.dissimilarity.model.vgg_path == vgg16
+    # the trunks train on their own copy of the world, so that no seed's folder is an input of the shared trunks
+    assert cfg.backbone.data.train == f"synthetic:{tmp_path / 'd' / 'backbone' / 'world'}@train"
+    assert cfg.dissimilarity.out.startswith(str(tmp_path / "d" / "seed-1"))
 
 
 def test_without_pretrained_trunks_every_vgg_stays_random(tmp_path):
@@ -124,3 +144,38 @@ def test_a_stage_started_with_another_config_is_trained_afresh_not_resumed(tmp_p
     seg.train.lr *= 2  # another run: continuing it would keep the old weights under the new config
     assert not resumable(seg, True)
     assert "was started with another config (train.lr: " in capsys.readouterr().out
+
+
+def test_seeds_train_the_shared_trunks_once(monkeypatch, tmp_path):
+    """prepare_stages of two seeds sharing backbone_from: each seed writes its own world and trains its own stages,
+    the trunks (and their copy of the world) are made once and reused by the second seed, although that seed's
+    own world was just written."""
+    import synboost.data.synthetic as synthetic
+    import synboost.training.backbone as backbone
+    import synboost.training.dissimilarity as dissimilarity
+    import synboost.training.pebal as pebal
+    import synboost.training.segmentation as segmentation
+    import synboost.training.synthesis as synthesis
+    from synboost.jobs import stages
+
+    made, calls = set(), []
+    monkeypatch.setattr(stages, "world_is_current", lambda w: w.out in made)
+    monkeypatch.setattr(synthetic, "write_world", lambda w: made.add(w.out) or calls.append(("world", w.out)))
+    monkeypatch.setattr(stages, "backbone_done", lambda bb: bb.out in made)
+    monkeypatch.setattr(backbone, "train_backbone",
+                        lambda bb, resume: made.add(bb.out) or calls.append(("backbone", bb.out)))
+    monkeypatch.setattr(stages, "stage_done", lambda c, product: c.out in made)
+    for mod, fn in ((segmentation, "train_segmentation"), (pebal, "train_pebal"), (synthesis, "train_synthesis"),
+                    (dissimilarity, "train_dissimilarity")):
+        monkeypatch.setattr(mod, fn, lambda c, resume, fn=fn: made.add(c.out) or calls.append((fn, c.out)))
+    shared = tmp_path / "d" / "backbone"
+    for k in (0, 1):
+        cfg = DemoConfig(out=str(tmp_path / "d" / f"seed-{k}"), pretrained_trunks=True, backbone_from=str(shared))
+        place_stages(cfg)
+        stages.prepare_stages(cfg)
+    assert [c for c in calls if c[0] == "backbone"] == [("backbone", str(shared))]
+    assert [c for c in calls if c[0] == "world"] == [
+        ("world", str(tmp_path / "d" / "seed-0" / "world")), ("world", str(shared / "world")),
+        ("world", str(tmp_path / "d" / "seed-1" / "world"))]
+    for k in (0, 1):
+        assert ("train_dissimilarity", str(tmp_path / "d" / f"seed-{k}" / "dissimilarity")) in calls

@@ -130,3 +130,30 @@ def test_validation_scores_lpips_of_the_generator_and_of_the_painting(tiny_world
     x = torch.rand(1, 3, 32, 64) * 2 - 1
     assert float(lp(x, x).mean()) == 0.0  # identical images: distance 0
     assert "lpips" not in SynthesisTask(_cfg(tiny_world, tmp_path / "t")).validate(model, torch.device("cpu"))
+
+
+def test_generator_lpips_after_training_equals_the_stages_own_validation(tiny_world, tmp_path):
+    """jobs.stages.generator_lpips (the demo's LPIPS with pretrained trunks, measured after training so that the
+    generator's config stays that of a run without them) scores the saved generator as the stage's validation
+    with lpips_path does, and leaves the config it was given without lpips_path."""
+    import torchvision
+    from safetensors.torch import save_file
+
+    from synboost.detectors.components import save_component
+    from synboost.jobs.stages import generator_lpips
+
+    torch.manual_seed(0)
+    trunk = tmp_path / "vgg16-test.safetensors"
+    save_file({f"features.{k}": v.contiguous() for k, v in torchvision.models.vgg16().features.state_dict().items()},
+              str(trunk))
+    cfg = _cfg(tiny_world, tmp_path / "s", "val_images=8")
+    task = SynthesisTask(cfg)
+    model = task.build_model()
+    extra = {k: v for k, v in task.checkpoint_meta().items() if k not in ("kind", "model")}
+    save_component(tmp_path / "s" / "generator.safetensors", model.generator, "generator", cfg.model, **extra)
+    got = generator_lpips(cfg, str(trunk))
+    want = SynthesisTask(_cfg(tiny_world, tmp_path / "s", f"lpips_path={trunk}", "val_images=8")).validate(
+        model, torch.device("cpu"))
+    assert cfg.lpips_path == ""
+    assert got["lpips"] == pytest.approx(want["lpips"], rel=1e-5) and got["lpips"] > 0
+    assert got["l1"] == pytest.approx(want["l1"], rel=1e-5)

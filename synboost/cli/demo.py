@@ -77,6 +77,10 @@ def run(a: argparse.Namespace) -> None:
             from synboost.jobs.demo import seed_folder
 
             cfg.seed = a.seed
+            if not cfg.backbone_from:  # the trunks of every seed, as demo --seeds shares them
+                from pathlib import Path
+
+                cfg.backbone_from = str(Path(cfg.stages_from or cfg.out) / "backbone")
             if default_out:  # the default folder holds the default seed's run: keep it
                 cfg.out = seed_folder(cfg.out, a.seed)
                 if cfg.stages_from:

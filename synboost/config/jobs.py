@@ -174,6 +174,11 @@ class DemoConfig:
         out="runs/demo/backbone", backbone=BackboneNetConfig(depth=[16, 19], head_dim=64, edges=True),
         data=BackboneDataConfig(size=[64, 128], crop=[64, 128], scale_min=0.75, scale_max=1.25),
         train=LoopConfig(epochs=2, batch_size=8, lr=2e-4, weight_decay=1e-4, workers=0, log_every=10, amp_cpu=True)))
+    #: the backbone stage's folder (the trunks of ``pretrained_trunks``); "" = ``<stages_from or out>/backbone``.
+    #: The trunks are the world's stand-in for ImageNet and do not depend on ``seed`` (the backbone keeps its own
+    #: ``backbone.train.seed``), so ``demo --seeds`` / ``--seed`` set it to ``<out>/backbone``: one pair of trunks
+    #: for every seed of a world, as every seed of the paper starts from the same ImageNet weights
+    backbone_from: str = ""
     #: a demo folder whose world, segmentation, PEBAL, synthesis and backbone stages this run uses (reused there
     #: when done with the same config, trained there otherwise); "" = this run's own ``out``. ``demo --full``
     #: sets it to the default demo's folder, so the longer run trains only the stage it changes

@@ -91,6 +91,11 @@ def run_demo(cfg: DemoConfig, quick: bool = False, resume: bool = True) -> dict:
     stage_summaries = {k: json.loads((Path(c.out) / "summary.json").read_text()) for k, c in
                        (("segmentation", seg), ("synthesis", syn), ("dissimilarity", dis), ("pebal", cfg.pebal))}
     val = {k: v["best_val"] for k, v in stage_summaries.items()}
+    if cfg.pretrained_trunks and "lpips" not in val["synthesis"]:
+        from synboost.jobs.stages import generator_lpips, trunk_files
+
+        lp = generator_lpips(syn, trunk_files(cfg.backbone)[0])
+        val["synthesis"].update({k: lp[k] for k in ("lpips", "lpips_mean_colour_painting")})
     # what each stage trained in (bf16 autocast, or float32 on a CPU without bf16 units); runs older than the field
     # say "not recorded"
     precision = {k: v.get("precision", "not recorded") for k, v in stage_summaries.items()}
@@ -261,6 +266,8 @@ def run_demo_seeds(cfg: DemoConfig, seeds: list[int], quick: bool = False, resum
         print(f"\n=== seed {k} ({seeds.index(k) + 1} of {len(seeds)}) ===")
         one = copy.deepcopy(cfg)
         one.seed, one.out = k, seed_folder(cfg.out, k)
+        if not cfg.backbone_from:  # one pair of trunks for every seed (they do not depend on it)
+            one.backbone_from = str(Path(cfg.stages_from or cfg.out) / "backbone")
         if cfg.stages_from:
             one.stages_from = seed_folder(cfg.stages_from, k)
         summaries[k] = run_demo(one, quick=quick, resume=resume)

@@ -82,14 +82,26 @@ def place_stages(cfg: DemoConfig) -> None:
     cfg.dissimilarity.generator = str(src / "synthesis" / "generator.safetensors")
     bb = getattr(cfg, "backbone", None)
     if bb is not None:
-        bb.out = str(src / "backbone")
-        bb.data.train, bb.data.val = train, val
+        bb.out = str(Path(getattr(cfg, "backbone_from", "") or src / "backbone"))
+        bw = backbone_world(cfg)
+        bb.data.train, bb.data.val = f"synthetic:{bw.out}@train", f"synthetic:{bw.out}@val"
         if cfg.pretrained_trunks:
             vgg16, vgg19 = trunk_files(bb)
             syn, dis = cfg.synthesis, cfg.dissimilarity
-            syn.vgg_pretrained, syn.vgg_path, syn.lpips_path = True, vgg19, vgg16
+            if syn.lambda_vgg > 0:  # the generator's VGG loss; with none (the demo's 0) it trains as without trunks
+                syn.vgg_pretrained, syn.vgg_path = True, vgg19
             dis.model.vgg_pretrained, dis.model.vgg_path, dis.model.encoder_width = True, vgg16, 1.0
             dis.perceptual_vgg_pretrained, dis.perceptual_vgg_path = True, vgg19
+
+
+def backbone_world(cfg: DemoConfig):
+    """The world the backbone stage trains on: the run's own, or with ``backbone_from`` a copy of the same world
+    in that folder (``<backbone_from>/world``), so that trunks shared by several runs depend on no run's folder."""
+    import dataclasses
+
+    if not getattr(cfg, "backbone_from", ""):
+        return cfg.world
+    return dataclasses.replace(cfg.world, out=str(Path(cfg.backbone_from) / "world"))
 
 
 def trunk_files(bb) -> tuple[str, str]:
@@ -97,6 +109,24 @@ def trunk_files(bb) -> tuple[str, str]:
     from synboost.training.backbone import trunk_path
 
     return str(trunk_path(bb.out, 16, bb.name)), str(trunk_path(bb.out, 19, bb.name))
+
+
+def generator_lpips(syn, trunk: str) -> dict:
+    """The trained generator of the synthesis stage ``syn`` scored on its held-out validation scenes by the stage's
+    own validation, with LPIPS through the world-pretrained VGG16 ``trunk``: ``lpips`` and
+    ``lpips_mean_colour_painting`` (with ``l1`` and the painting's, which repeat the stage's own). A measurement
+    after training, so the generator's config, and with it the stage, stay those of a run without trunks."""
+    import dataclasses
+    import types
+
+    import torch
+
+    from synboost.detectors.components import load_generator
+    from synboost.training.synthesis import SynthesisTask
+
+    task = SynthesisTask(dataclasses.replace(syn, lpips_path=trunk))
+    gen = load_generator(str(Path(syn.out) / "generator.safetensors"), "cpu")
+    return task.validate(types.SimpleNamespace(generator=gen), torch.device("cpu"))
 
 
 def backbone_done(bb) -> bool:
@@ -137,10 +167,14 @@ def prepare_stages(cfg: DemoConfig, resume: bool = True, dissimilarity: bool = T
     if getattr(cfg, "pretrained_trunks", False):
         from synboost.training.backbone import train_backbone
 
-        bb = cfg.backbone
+        bb, bw = cfg.backbone, backbone_world(cfg)
+        ran_bw = ran
+        if bw.out != w.out:  # the trunks' own copy of the world (shared trunks, ``backbone_from``)
+            ran_bw = run_step(f"[1a]  the same world for the shared trunks -> {bw.out}",
+                              resume and world_is_current(bw), lambda: write_world(bw), times, "backbone world")
         ran_bb = run_step(f"[1b]  backbone: VGG16 and VGG19 pretrained on the world (dense supervision), "
-                        f"{bb.train.epochs} epochs each", resume and not ran and backbone_done(bb),
-                        lambda: train_backbone(bb, resume=resume and not ran), times, "backbone")
+                        f"{bb.train.epochs} epochs each -> {bb.out}", resume and not ran_bw and backbone_done(bb),
+                        lambda: train_backbone(bb, resume=resume and not ran_bw), times, "backbone")
     ran |= run_step(f"[2/6] segmentation: DeepLabV3+ ({seg.model.backbone} trunk), {seg.train.epochs} epochs",
                  resume and not ran and stage_done(seg, "segmenter.safetensors"),
                  lambda: train_segmentation(seg, resume=resumable(seg, resume and not ran)), times, "segmentation")
@@ -148,8 +182,9 @@ def prepare_stages(cfg: DemoConfig, resume: bool = True, dissimilarity: bool = T
         run_step(f"[3/6] PEBAL: the segmenter's head with abstention and energy losses on AnomalyMix, "
               f"{peb.train.epochs} epochs", resume and not ran and stage_done(peb, "pebal.safetensors"),
               lambda: train_pebal(peb, resume=resumable(peb, resume and not ran)), times, "pebal")
+    syn_done = not (ran_bb and syn.vgg_path) and stage_done(syn, "generator.safetensors")  # trunks: VGG loss only
     ran_syn = run_step(f"[4/6] synthesis: SPADE generator at {syn.data.size[0]}x{syn.data.size[1]}, {syn.train.epochs} "
-                    "epochs", resume and not ran and not ran_bb and stage_done(syn, "generator.safetensors"),
+                    "epochs", resume and not ran and syn_done,
                     lambda: train_synthesis(syn, resume=resumable(syn, resume and not ran)), times, "synthesis")
     ran |= ran_syn | ran_bb
     if dissimilarity:
