@@ -166,9 +166,10 @@ class DemoConfig:
     methods: list[str] = dataclasses.field(default_factory=lambda: ["msp", "maxlogit", "entropy", "energy", "sml",
                                                                     "pebal", "dissimilarity", "synboost"])
     #: world-pretrained VGG16 / VGG19 (the ``backbone`` stage below, on the world's training split), the offline
-    #: stand-in for the official code's ImageNet VGGs: the generator's perceptual loss and LPIPS, the perceptual
-    #: difference and the dissimilarity encoder (then full width: ``encoder_width`` 1.0) all start from them;
-    #: false = random VGGs everywhere (the ablation)
+    #: stand-in for the official code's ImageNet VGGs: the perceptual difference and the dissimilarity encoder
+    #: (then full width: ``encoder_width`` 1.0) start from them, the generator's VGG loss too where it has one
+    #: (``synthesis.lambda_vgg`` > 0; the demo's has none, so its synthesis stage is the one without trunks), and
+    #: the demo reports the generator's LPIPS through the VGG16 trunk; false = random VGGs everywhere
     pretrained_trunks: bool = False
     backbone: BackboneConfig = dataclasses.field(default_factory=lambda: BackboneConfig(
         out="runs/demo/backbone", backbone=BackboneNetConfig(depth=[16, 19], head_dim=64, edges=True),
