@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: demo demo-full test test-fast lint install clean
+.PHONY: demo demo-full demo-trunks test test-fast lint install clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,11 @@ demo: $(VENV)/.installed
 # the dissimilarity network trained 3x as long, in runs/demo-full, on the stages `make demo` left in runs/demo
 demo-full: $(VENV)/.installed
 	$(VENV)/bin/synboost demo --full
+
+# the world-pretrained VGG16 / VGG19 (a backbone stage, 30 epochs) under the dissimilarity network, in
+# runs/demo-trunks, on the stages `make demo` left in runs/demo
+demo-trunks: $(VENV)/.installed
+	$(VENV)/bin/synboost demo --trunks
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q

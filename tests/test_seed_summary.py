@@ -112,6 +112,41 @@ def test_full_trains_only_the_dissimilarity_stage_anew_beside_the_default_demo(m
                                                                           plain.dissimilarity.generator)
 
 
+@pytest.mark.parametrize("flags, suffix", [(["--trunks"], "-trunks"), (["--full", "--trunks"], "-full-trunks")])
+def test_trunks_puts_the_world_trunks_under_the_dissimilarity_stage_beside_the_default_demo(monkeypatch, tmp_path,
+                                                                                             flags, suffix):
+    """--trunks: out is <out>-trunks (<out>-full-trunks with --full), the upstream stages are the default demo's,
+    the trunks are trained once in the default demo's folder, and the dissimilarity encoder (full width) and the
+    perceptual difference start from them."""
+    from synboost.cli import main
+    from synboost.config import DemoConfig
+    from synboost.jobs.stages import place_stages
+
+    seen = _stop_at_stages(monkeypatch)
+    out = tmp_path / "demo"
+    main(["demo", *flags, "--set", f"out={out}"])
+    cfg, plain = seen[0], DemoConfig(out=str(out))
+    place_stages(plain)
+    assert cfg.out == str(out) + suffix and cfg.stages_from == str(out) and cfg.pretrained_trunks
+    for name in ("world", "segmentation", "synthesis", "pebal"):
+        assert getattr(cfg, name) == getattr(plain, name), name
+    assert cfg.backbone.out == str(out / "backbone")
+    dis = cfg.dissimilarity
+    assert dis.out == str(tmp_path / f"demo{suffix}" / "dissimilarity")
+    assert (dis.model.vgg_path, dis.perceptual_vgg_path) == (str(out / "backbone" / "vgg16-world.safetensors"),
+                                                             str(out / "backbone" / "vgg19-world.safetensors"))
+    assert dis.model.encoder_width == 1.0
+    factor = 3 if "--full" in flags else 1
+    assert dis.train.epochs == factor * plain.dissimilarity.train.epochs
+
+
+def test_trunks_and_quick_together_is_an_error(capsys):
+    from synboost.cli import main
+
+    assert main(["demo", "--trunks", "--quick"]) != 0
+    assert "--trunks" in capsys.readouterr().err
+
+
 def test_full_with_seeds_pairs_each_seed_with_that_seeds_default_run(monkeypatch, tmp_path):
     from synboost.config import DemoConfig
     from synboost.jobs import demo

@@ -21,6 +21,10 @@ def register(sub) -> None:
     m.add_argument("--full", action="store_true",
                    help="the dissimilarity network trained 3x as long, in OUT-full, on the world and stages of "
                         "OUT (reused when the default demo left them, trained there otherwise)")
+    m.add_argument("--trunks", action="store_true",
+                   help="the world-pretrained VGG16 / VGG19 (a backbone stage, once per world) under the "
+                        "dissimilarity encoder and the perceptual difference, in OUT-trunks (OUT-full-trunks with "
+                        "--full), on the world and stages of OUT")
     m.add_argument("--seed", type=int, help="the training seed of every stage (the world stays the same); default 0")
     m.add_argument("--seeds", type=int, nargs="+", metavar="K",
                    help="the whole demo once per seed (in OUT/seed-K), then mean +- std of every figure in "
@@ -59,17 +63,22 @@ def run(a: argparse.Namespace) -> None:
         cfg = load_config(DemoConfig, a.config, a.overrides)
         if a.seeds is not None and a.seed is not None:
             raise SynboostError("give --seed K (one run) or --seeds K ... (several), not both")
-        if a.full and a.quick:
-            raise SynboostError("give --full (a longer run) or --quick (a smoke test), not both")
+        if (a.full or a.trunks) and a.quick:
+            raise SynboostError(f"give {'--full' if a.full else '--trunks'} (a longer run) or --quick (a smoke "
+                                "test), not both")
         default_out = cfg.out == DemoConfig().out
         if a.quick:  # the smoke-test sizes, with the user's --set on top of them
             from synboost.jobs.demo import quick_config
 
             cfg = quick_config(cfg, a.overrides)
-        if a.full:
-            from synboost.jobs.demo import full_config
+        if a.full or a.trunks:
+            from synboost.jobs.demo import full_config, trunks_config, variant_folders
 
-            full_config(cfg)
+            variant_folders(cfg, a.full, a.trunks)
+            if a.full:
+                full_config(cfg)
+            if a.trunks:
+                trunks_config(cfg)
         if a.seeds:
             run_demo_seeds(cfg, a.seeds, resume=not a.fresh)
             return
