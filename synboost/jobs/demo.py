@@ -45,8 +45,7 @@ def full_config(cfg: DemoConfig) -> DemoConfig:
     anomaly data; its held-out AP still rises at the demo's last epoch in every seed, README). The run goes to
     ``<out>-full`` and takes world, segmenter, PEBAL and generator from ``<out>`` (``stages_from``): reused when
     the default demo left them there, trained there otherwise. Changes ``cfg`` in place and returns it."""
-    if not cfg.stages_from:
-        cfg.stages_from, cfg.out = cfg.out, str(Path(cfg.out)) + "-full"
+    variant_folders(cfg, full=True, trunks=False)
     cfg.dissimilarity.train.epochs *= FULL_EPOCH_FACTOR
     return cfg
 
