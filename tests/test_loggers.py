@@ -16,8 +16,9 @@ from synboost.cli import main
 from synboost.config import LoopConfig
 from synboost.data.io import read_image, write_image
 from synboost.errors import ConfigError, SynboostError
-from synboost.training.engine import Engine, SeededDataset, Task
+from synboost.training.engine import Engine
 from synboost.training.loggers import parse_loggers, read_train_log
+from synboost.training.task import SeededDataset, Task
 
 W = torch.tensor([[1.5], [-2.0], [0.5]])
 

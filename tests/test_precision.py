@@ -208,7 +208,8 @@ def test_the_gan_step_trains_under_the_engines_cpu_autocast(amp_device):
 def test_an_engine_hands_its_autocast_device_to_the_task():
     """Engine(cpu_amp=True) on a CPU with bf16 units sets task.amp_device = "cpu"; without cpu_amp it is None."""
     from synboost.config import LoopConfig
-    from synboost.training.engine import Engine, Task
+    from synboost.training.engine import Engine
+    from synboost.training.task import Task
 
     for cpu_amp in (False, True):
         task = Task()
@@ -222,7 +223,8 @@ def test_amp_cpu_without_bf16_units_is_said_not_silent(monkeypatch, capsys, unit
     with bf16 units it autocasts and says nothing. Its precision is what the run's summary records."""
     from synboost.config import LoopConfig
     from synboost.training import engine as engine_mod
-    from synboost.training.engine import Engine, Task
+    from synboost.training.engine import Engine
+    from synboost.training.task import Task
 
     monkeypatch.setattr(engine_mod, "cpu_bf16_supported", lambda: units)
     task = Task()

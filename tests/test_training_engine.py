@@ -18,7 +18,8 @@ from synboost.hub.checkpoint import load_model, load_state
 from synboost.runtime import FolderLock
 from synboost.training import engine as engine_mod
 from synboost.training import snapshot
-from synboost.training.engine import Engine, SeededDataset, Task
+from synboost.training.engine import Engine
+from synboost.training.task import SeededDataset, Task
 
 LOCK = FolderLock.NAME
 W = torch.tensor([[1.5], [-2.0], [0.5]])

@@ -50,8 +50,8 @@ from synboost.errors import ConfigError
 from synboost.hub.checkpoint import load_into, load_model, save_model
 from synboost.metrics.segmentation import ConfusionMatrix
 from synboost.models.vgg import TRUNK_KIND, full_features, stage_outputs
-from synboost.training.engine import SeededDataset, Task, poly_schedule
 from synboost.training.stage import run_stage
+from synboost.training.task import SeededDataset, Task, poly_schedule
 
 KIND = "backbone"  #: the engine's checkpoints of this stage (trunk + head, our layout; the export is TRUNK_KIND)
 DEPTHS = (16, 19)

@@ -37,8 +37,8 @@ from synboost.hub.registry import sha256_of
 from synboost.metrics.pixel import pixel_metrics
 from synboost.models.generator import labels_to_onehot
 from synboost.tensors import images_to_batch, resize_maps
-from synboost.training.engine import SeededDataset, Task
 from synboost.training.stage import publish_run, run_stage
+from synboost.training.task import SeededDataset, Task
 
 EGO_ID = 1
 

@@ -32,9 +32,9 @@ from synboost.data.kinds import open_dataset
 from synboost.data.labels import CLASS_NAMES, IGNORE
 from synboost.errors import ConfigError
 from synboost.losses.outlier import dirichlet_loss, outlier_head_loss, void_loss
-from synboost.training.engine import Task, poly_schedule
 from synboost.training.pebal import AnomalyMixTrainSet, open_outliers, score_validation, validation_samples
 from synboost.training.stage import publish_run, run_stage
+from synboost.training.task import Task, poly_schedule
 
 METHODS = ("void", "outlier_head", "dirichlet")
 SELECT = ("ap", "miou", "mean")

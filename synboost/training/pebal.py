@@ -23,8 +23,8 @@ from synboost.data.labels import CLASS_NAMES
 from synboost.data.transforms import augment, resize_pair, to_chw_float
 from synboost.errors import ConfigError
 from synboost.losses.pebal import PebalWeights, pebal_loss
-from synboost.training.engine import SeededDataset, Task, poly_schedule
 from synboost.training.stage import publish_run, run_stage
+from synboost.training.task import SeededDataset, Task, poly_schedule
 
 
 def open_outliers(d):

@@ -17,8 +17,8 @@ from synboost.data.labels import CLASS_NAMES, IGNORE
 from synboost.data.transforms import augment, resize_pair, to_chw_float
 from synboost.detectors.components import build_segmenter, save_component
 from synboost.metrics.segmentation import ConfusionMatrix
-from synboost.training.engine import SeededDataset, Task, poly_schedule
 from synboost.training.stage import run_stage
+from synboost.training.task import SeededDataset, Task, poly_schedule
 
 
 class SegmentationTrainSet(SeededDataset):

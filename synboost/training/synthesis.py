@@ -22,8 +22,8 @@ from synboost.errors import ConfigError
 from synboost.losses.gan import GANLossWeights, discriminator_losses, generator_losses
 from synboost.models import create_model
 from synboost.models.generator import generator_input
-from synboost.training.engine import SeededDataset, Task, linear_decay_schedule
 from synboost.training.stage import run_stage
+from synboost.training.task import SeededDataset, Task, linear_decay_schedule
 from synboost.viz import tile
 
 
