@@ -4,15 +4,12 @@ per-step learning-rate schedules the stages share."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import Dataset
-
-if TYPE_CHECKING:
-    from synboost.training.engine import Engine
 
 
 class Task:
@@ -69,14 +66,16 @@ class Task:
     def after_step(self, model: nn.Module, global_step: int, out_dir: Path) -> None:
         """Rank 0, after every training step (sample grids, ...)."""
 
-    def on_fit_start(self, engine: "Engine") -> None:
-        """Rank 0, with the folder locked, before the model is built (reference numbers of a base model, ...)."""
+    def on_fit_start(self, engine: Any) -> None:
+        """Rank 0, with the folder locked, before the model is built (reference numbers of a base model, ...);
+        ``engine`` is the running :class:`~synboost.training.engine.Engine` (not imported here: the engine imports
+        this module)."""
 
     def summary_fields(self) -> dict:
         """Fields this task adds to the run's summary on every rank (e.g. ``base_val``)."""
         return {}
 
-    def on_fit_end(self, model: nn.Module, summary: dict, engine: "Engine") -> None:
+    def on_fit_end(self, model: nn.Module, summary: dict, engine: Any) -> None:
         """Rank 0, with the folder still locked, after the last epoch of a finished run (not after a
         ``stop_after`` pause): write the stage's products and add their paths to ``summary``."""
 
