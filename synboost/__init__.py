@@ -19,7 +19,7 @@ __version__ = "0.2.0"
 
 #: public name -> the module that defines it
 _FRONT_DOOR = {
-    "load_pipeline": "synboost.detectors.pipeline",
+    "load_pipeline": "synboost.detectors.detector",
     "evaluate": "synboost.jobs.evaluate",
     "create_model": "synboost.models.registry",
     "list_models": "synboost.models.registry",

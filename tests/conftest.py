@@ -69,7 +69,7 @@ def stages(tmp_path_factory):
 
 def synboost_pipe(stages, tmp_path, **kw):
     """A SynBoost detector over the ``stages`` fixture's checkpoints, with pipeline fields ``kw``."""
-    from synboost.detectors.pipeline import load_pipeline, write_pipeline_file
+    from synboost.detectors.detector import load_pipeline, write_pipeline_file
 
     fields = dict(method="synboost", segmenter=str(stages / "seg.safetensors"),
                   generator=str(stages / "gen.safetensors"),

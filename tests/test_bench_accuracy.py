@@ -9,7 +9,7 @@ from synboost.errors import ConfigError
 
 
 def pipe(stages, tmp_path):
-    from synboost.detectors.pipeline import write_pipeline_file
+    from synboost.detectors.detector import write_pipeline_file
 
     return write_pipeline_file(tmp_path / "p.yaml", method="synboost", segmenter=str(stages / "seg.safetensors"),
                                generator=str(stages / "gen.safetensors"),

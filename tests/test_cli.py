@@ -50,7 +50,7 @@ def test_user_errors_are_one_line_exit_2(argv, needle, capsys, tmp_path, monkeyp
 def test_infer_and_eval_with_a_segmenter_checkpoint(tiny_world, tmp_path, capsys):
     from synboost.config import SegModelConfig
     from synboost.detectors.components import save_component
-    from synboost.detectors.pipeline import write_pipeline_file
+    from synboost.detectors.detector import write_pipeline_file
     from synboost.models import create_model
 
     m = SegModelConfig(backbone="tiny", pretrained=False, aspp_dim=16, decoder_dim=16, width=8)

@@ -20,7 +20,7 @@ def test_row_specs():
 
 def test_table_rows_equal_evaluate(tiny_world, tiny_segmenter, tmp_path):
     from synboost.data.kinds import open_dataset
-    from synboost.detectors.pipeline import load_pipeline
+    from synboost.detectors.detector import load_pipeline
     from synboost.jobs.evaluate import evaluate
 
     pipe = tiny_segmenter["pipeline"]  # method entropy

@@ -10,7 +10,7 @@ import pytest
 from synboost.cli import main
 from synboost.config import ReproduceConfig, load_config
 from synboost.data.kinds import open_dataset
-from synboost.detectors.pipeline import read_pipeline
+from synboost.detectors.detector import read_pipeline
 from synboost.jobs.evaluate import combined_table, component_preset, evaluate, evaluate_many
 from synboost.jobs.reproduce import METRIC_KEYS
 from synboost.jobs.submission import read_smiyc
@@ -210,7 +210,7 @@ def test_several_benchmarks_one_combined_table(tmp_path):
 def tiny_pipeline(tmp_path):
     from synboost.config import SegModelConfig
     from synboost.detectors.components import save_component
-    from synboost.detectors.pipeline import write_pipeline_file
+    from synboost.detectors.detector import write_pipeline_file
     from synboost.models import create_model
 
     m = SegModelConfig(backbone="tiny", pretrained=False, aspp_dim=8, decoder_dim=8, width=4)

@@ -26,7 +26,7 @@ def scenes(n=3, size=(64, 128)):
 
 
 def write_pipe(stages, path, **kw):
-    from synboost.detectors.pipeline import write_pipeline_file
+    from synboost.detectors.detector import write_pipeline_file
 
     fields = dict(method="synboost", segmenter=str(stages / "seg.safetensors"),
                   generator=str(stages / "gen.safetensors"), dissimilarity=str(stages / "dis.safetensors"),
@@ -90,7 +90,7 @@ def test_sidecars_hold_the_checks(exported, stages):
 
 
 def test_onnxruntime_backend_gives_the_torch_maps(exported):
-    from synboost.detectors.pipeline import load_pipeline
+    from synboost.detectors.detector import load_pipeline
 
     pipe, out = exported
     images = scenes(3)  # 3 images at the exported batch 2: the runtime chunks and pads
@@ -107,7 +107,7 @@ def test_onnxruntime_backend_gives_the_torch_maps(exported):
 @needs_openvino
 def test_openvino_backend_gives_the_torch_maps(exported):
     from synboost import runtime
-    from synboost.detectors.pipeline import load_pipeline
+    from synboost.detectors.detector import load_pipeline
 
     pipe, out = exported
     images = scenes(2)
@@ -160,7 +160,7 @@ def test_export_refuses_what_it_cannot_export(stages, tmp_path, capsys):
     plain = write_pipe(stages, tmp_path / "p.yaml")
     assert "--size" in one_error_line(capsys, ["export", str(plain), "--out", out])  # fixed shapes need a size
     assert not (tmp_path / "out" / "segmenter.onnx").exists()
-    from synboost.detectors.pipeline import load_pipeline
+    from synboost.detectors.detector import load_pipeline
     from synboost.errors import ConfigError
 
     with pytest.raises(ConfigError, match="defaults.exported.*synboost export"):  # a backend without its files
@@ -184,7 +184,7 @@ def test_runtime_refuses_stale_exports_and_other_sizes(exported, stages, tmp_pat
     segmenter given another image size says how to get one that takes it."""
     from synboost.config import SegModelConfig
     from synboost.detectors.components import save_component
-    from synboost.detectors.pipeline import load_pipeline
+    from synboost.detectors.detector import load_pipeline
     from synboost.errors import CheckpointError, ConfigError
     from synboost.models import create_model
 

@@ -160,7 +160,7 @@ def test_a_segmenter_given_in_memory_is_not_rewritten(stages, tmp_path):
     import copy
 
     from synboost.detectors.components import load_segmenter
-    from synboost.detectors.pipeline import build_detector, read_pipeline, write_pipeline_file
+    from synboost.detectors.detector import build_detector, read_pipeline, write_pipeline_file
 
     seg = load_segmenter(str(stages / "seg.safetensors"))[0]
     mine = copy.deepcopy(seg)

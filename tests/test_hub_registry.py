@@ -127,7 +127,7 @@ def test_import_through_the_manifest_and_pipelines_name_it(tmp_path, monkeypatch
     """An official-format dissimilarity file imported by manifest name and used by a pipeline by that name."""
     from synboost.config import DissimModelConfig
     from synboost.detectors.components import build_dissimilarity
-    from synboost.detectors.pipeline import _checkpoint
+    from synboost.detectors.detector import _checkpoint
 
     monkeypatch.setenv("SYNBOOST_WEIGHTS", str(tmp_path / "w"))
     monkeypatch.setenv("SYNBOOST_MANIFEST", str(Path(__file__).resolve().parents[1] / "weights" / "manifest.yaml"))

@@ -13,7 +13,7 @@ import torch
 
 from synboost.config import SegModelConfig
 from synboost.detectors.components import save_component
-from synboost.detectors.pipeline import write_pipeline_file
+from synboost.detectors.detector import write_pipeline_file
 from synboost.models import create_model
 
 

@@ -134,7 +134,7 @@ def test_calibrate_on_a_labelled_world_is_the_exact_curve_threshold(tiny_world):
 
 
 def test_threshold_written_to_the_pipeline_file_keeps_it_loadable(stages, tmp_path, monkeypatch):
-    from synboost.detectors.pipeline import read_pipeline, write_pipeline_file
+    from synboost.detectors.detector import read_pipeline, write_pipeline_file
 
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "seg.safetensors").write_bytes((stages / "seg.safetensors").read_bytes())
@@ -178,7 +178,7 @@ def test_folder_run_with_objects_writes_lists_and_boxes(tmp_path):
 
 
 def test_cli_calibrate_then_infer_objects(stages, tiny_world, tmp_path, capsys):
-    from synboost.detectors.pipeline import write_pipeline_file
+    from synboost.detectors.detector import write_pipeline_file
 
     p = write_pipeline_file(tmp_path / "p.yaml", segmenter=str(stages / "seg.safetensors"), method="entropy",
                             device="cpu")

@@ -45,7 +45,7 @@ def test_a_moved_trained_run_infers_from_another_working_directory(tiny_world, t
 
 def test_a_decoy_checkpoint_in_the_working_directory_is_never_loaded(stages, tmp_path, monkeypatch):
     from synboost.detectors.components import save_component
-    from synboost.detectors.pipeline import load_pipeline, write_pipeline_file
+    from synboost.detectors.detector import load_pipeline, write_pipeline_file
     from synboost.models import create_model
 
     run = tmp_path / "run"
@@ -78,7 +78,7 @@ def test_a_decoy_checkpoint_in_the_working_directory_is_never_loaded(stages, tmp
 
 
 def test_flat_files_of_version_0_1_load_with_one_line_and_upgrade(stages, tmp_path, capsys):
-    from synboost.detectors.pipeline import read_pipeline, upgrade_pipeline_file
+    from synboost.detectors.detector import read_pipeline, upgrade_pipeline_file
 
     flat = tmp_path / "old.yaml"
     shutil.copy(stages / "seg.safetensors", tmp_path / "seg.safetensors")
@@ -100,7 +100,7 @@ def test_flat_files_of_version_0_1_load_with_one_line_and_upgrade(stages, tmp_pa
 
 
 def test_runtime_settings_are_arguments_and_flat_overrides_name_their_section(stages, tmp_path):
-    from synboost.detectors.pipeline import load_pipeline, read_pipeline, write_pipeline_file
+    from synboost.detectors.detector import load_pipeline, read_pipeline, write_pipeline_file
 
     pipe = write_pipeline_file(tmp_path / "p.yaml", method="synboost", segmenter=str(stages / "seg.safetensors"),
                                generator=str(stages / "gen.safetensors"),
@@ -123,7 +123,7 @@ def test_runtime_settings_are_arguments_and_flat_overrides_name_their_section(st
 def test_save_and_load_component_round_trip_and_refuse_another_kind(stages, tmp_path):
     from synboost.config import DissimModelConfig
     from synboost.detectors.components import COMPONENT_KINDS, load_component, save_component
-    from synboost.detectors.pipeline import DETECTORS
+    from synboost.detectors.detector import DETECTORS
 
     net, meta = load_component(stages / "dis.safetensors")
     assert meta["kind"] == "dissimilarity" and not net.training and meta["size"] == [32, 64]
@@ -188,7 +188,7 @@ def test_every_registered_model_builds_and_runs():
 
 
 def test_upgrade_into_another_folder_keeps_pointing_at_the_same_files(stages, tmp_path, capsys):
-    from synboost.detectors.pipeline import load_pipeline, upgrade_pipeline_file
+    from synboost.detectors.detector import load_pipeline, upgrade_pipeline_file
 
     old = tmp_path / "old"
     old.mkdir()

@@ -6,7 +6,7 @@ import torch
 from synboost import scores
 from synboost.config import SegModelConfig, to_dict
 from synboost.detectors.components import save_component
-from synboost.detectors.pipeline import load_pipeline, write_pipeline_file
+from synboost.detectors.detector import load_pipeline, write_pipeline_file
 from synboost.errors import CheckpointError, ConfigError
 from synboost.models import create_model
 from synboost.tensors import images_to_batch

@@ -120,7 +120,7 @@ def test_load_pipeline_precision_overrides_the_file(stages, tmp_path, monkeypatc
     monkeypatch.setattr(runtime, "cpu_bf16_supported", lambda: True)
     det = synboost_pipe(stages, tmp_path, precision="mixed")
     assert det.precision["segmenter"] == "fp32" and det.precision["dissimilarity"] == "bf16"
-    from synboost.detectors.pipeline import load_pipeline
+    from synboost.detectors.detector import load_pipeline
 
     det = load_pipeline(tmp_path / "p.yaml", precision="fp32")
     assert det.precision == {n: "fp32" for n in NETWORKS}

@@ -157,7 +157,7 @@ def test_evaluate_many_writes_one_report(tmp_path, tiny_world):
 
 
 def test_compare_report(tmp_path, tiny_world, stages):
-    from synboost.detectors.pipeline import write_pipeline_file
+    from synboost.detectors.detector import write_pipeline_file
     from synboost.jobs.compare import compare, parse_rows
 
     seg = str(stages / "seg.safetensors")

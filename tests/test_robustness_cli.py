@@ -37,7 +37,7 @@ def pipe(tmp_path_factory):
     """A tiny segmenter's pipeline file (energy, CPU)."""
     from synboost.config import SegModelConfig
     from synboost.detectors.components import save_component
-    from synboost.detectors.pipeline import write_pipeline_file
+    from synboost.detectors.detector import write_pipeline_file
     from synboost.models import create_model
 
     d = tmp_path_factory.mktemp("pipe")
@@ -347,7 +347,7 @@ def test_eval_with_a_wrong_size_label_exits_3_and_names_it(pipe, tmp_path, capsy
 # ------------------------------------------------------------------------------------------ pipeline verbs
 
 def test_pipeline_upgrade_keeps_the_detector_and_show_resolves_it(pipe, tmp_path, capsys):
-    from synboost.detectors.pipeline import load_pipeline, read_pipeline
+    from synboost.detectors.detector import load_pipeline, read_pipeline
 
     run = tmp_path / "run"
     run.mkdir()

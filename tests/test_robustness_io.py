@@ -257,7 +257,7 @@ def test_a_dead_runs_lock_is_taken_over_with_a_note(tmp_path, capfd):
 def tiny_pipeline(tmp_path):
     from synboost.config import SegModelConfig
     from synboost.detectors.components import save_component
-    from synboost.detectors.pipeline import write_pipeline_file
+    from synboost.detectors.detector import write_pipeline_file
     from synboost.models import create_model
 
     kw = dict(backbone="tiny", aspp_dim=8, decoder_dim=8, width=4)

@@ -98,7 +98,7 @@ def test_synboost_end_to_end_with_a_torchvision_mobilenet_segmenter(world, mobil
     from synboost.config import DissimilarityConfig, SynthesisConfig, load_config
     from synboost.data.kinds import open_dataset
     from synboost.detectors.adapter import SegmenterAdapter
-    from synboost.detectors.pipeline import load_pipeline, read_pipeline, resolve_component
+    from synboost.detectors.detector import load_pipeline, read_pipeline, resolve_component
     from synboost.jobs.evaluate import evaluate
     from synboost.training.dissimilarity import prepare_samples, train_dissimilarity
     from synboost.training.synthesis import train_synthesis
@@ -296,7 +296,7 @@ def test_torchscript_and_onnx_files_give_the_eager_label_maps(tmp_path):
 
 def test_an_adapter_in_memory_is_a_pipelines_segmenter(stages, tmp_path):
     import synboost
-    from synboost.detectors.pipeline import write_pipeline_file
+    from synboost.detectors.detector import write_pipeline_file
     from synboost.tensors import images_to_batch
 
     net = TinySeg().eval()
@@ -327,7 +327,7 @@ def _one_line(err: pytest.ExceptionInfo, *names) -> str:
 
 def test_errors_are_one_line_naming_the_file_and_the_fix(tmp_path, stages):
     from synboost.detectors.components import load_pebal, load_segmenter
-    from synboost.detectors.pipeline import write_pipeline_file
+    from synboost.detectors.detector import write_pipeline_file
 
     tv = {"source": "torchvision:deeplabv3_mobilenet_v3_large", "kwargs": {"weights": None, "weights_backbone": None}}
     # a spec of another kind (a pipeline file given as the segmenter)
@@ -407,7 +407,7 @@ def test_optional_sources_say_what_to_install(tmp_path, source, package):
 def test_a_bad_spec_through_the_cli_is_one_line_and_status_2(tmp_path, capsys):
     from synboost.cli import main
     from synboost.data.io import write_image
-    from synboost.detectors.pipeline import write_pipeline_file
+    from synboost.detectors.detector import write_pipeline_file
 
     spec = _spec(tmp_path / "seg", source="torchvision:deeplabv3_mobilenet_v3_large",
                  kwargs={"weights": None, "weights_backbone": None})

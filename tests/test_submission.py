@@ -156,7 +156,7 @@ def test_cli_infer_format(tmp_path, capsys):
     from synboost.cli import main
     from synboost.config import SegModelConfig
     from synboost.detectors.components import save_component
-    from synboost.detectors.pipeline import write_pipeline_file
+    from synboost.detectors.detector import write_pipeline_file
     from synboost.models import create_model
 
     m = SegModelConfig(backbone="tiny", pretrained=False, aspp_dim=8, decoder_dim=8, width=4)

@@ -32,7 +32,7 @@ def fitted(tiny_world, tiny_segmenter, tmp_path_factory):
 
 def test_fit_density_beats_chance_on_held_out_anomaly_scenes(tiny_world, fitted):
     from synboost.data.kinds import open_dataset
-    from synboost.detectors.pipeline import load_pipeline
+    from synboost.detectors.detector import load_pipeline
     from synboost.hub.checkpoint import load_model
     from synboost.jobs.evaluate import evaluate
 
@@ -64,7 +64,7 @@ def test_density_scores_come_from_the_segmenter_pass(tiny_world, fitted):
     post-hoc maps are unchanged by the hooks; MC-dropout passes do not overwrite the captured features."""
     from synboost.data.kinds import open_dataset
     from synboost.detectors.components import load_segmenter
-    from synboost.detectors.pipeline import load_pipeline, read_pipeline, resolve_component
+    from synboost.detectors.detector import load_pipeline, read_pipeline, resolve_component
     from synboost.detectors.posthoc import PosthocDetector
 
     s, _ = fitted
@@ -86,7 +86,7 @@ def test_density_scores_come_from_the_segmenter_pass(tiny_world, fitted):
 def test_density_cli_and_errors(tiny_world, tiny_segmenter, fitted, tmp_path):
     from synboost.cli import main
     from synboost.detectors.components import load_density
-    from synboost.detectors.pipeline import load_pipeline
+    from synboost.detectors.detector import load_pipeline
     from synboost.errors import CheckpointError, ConfigError
     from synboost.hub.checkpoint import save_model
     from synboost.training.density import fit_density

@@ -32,7 +32,7 @@ def _cfg(world, segmenter, out, method, *extra):
 @pytest.mark.parametrize("method", METHODS)
 def test_outlier_training_beats_chance_on_held_out_anomaly_scenes(method, tiny_world, tiny_segmenter, tmp_path):
     from synboost.data.kinds import open_dataset
-    from synboost.detectors.pipeline import load_pipeline
+    from synboost.detectors.detector import load_pipeline
     from synboost.jobs.evaluate import evaluate
     from synboost.training.outlier import train_outlier
 
@@ -69,7 +69,7 @@ def test_outlier_training_beats_chance_on_held_out_anomaly_scenes(method, tiny_w
 
 def test_methods_refused_for_segmenters_not_trained_for_them(tiny_world, tiny_segmenter, tmp_path):
     from synboost.data.kinds import open_dataset
-    from synboost.detectors.pipeline import load_pipeline, write_pipeline_file
+    from synboost.detectors.detector import load_pipeline, write_pipeline_file
     from synboost.jobs.evaluate import evaluate
     from synboost.training.outlier import train_outlier
 

@@ -20,7 +20,7 @@ def _cfg(world, segmenter, out, *extra):
 
 def test_pebal_beats_the_energy_on_held_out_outliers_and_finds_unseen_objects(tiny_world, tiny_segmenter, tmp_path):
     from synboost.data.kinds import open_dataset
-    from synboost.detectors.pipeline import load_pipeline
+    from synboost.detectors.detector import load_pipeline
     from synboost.jobs.evaluate import evaluate
     from synboost.training.pebal import train_pebal
 

@@ -33,7 +33,7 @@ def test_trained_segmenter_beats_chance_and_baselines_find_anomalies(tiny_world,
     """A small segmenter trained for a few CPU-minutes: mIoU floor on held-out scenes, and every post-hoc
     baseline ranks anomaly pixels above the anomaly pixel ratio (the AP of a random score)."""
     from synboost.data.kinds import open_dataset
-    from synboost.detectors.pipeline import load_pipeline
+    from synboost.detectors.detector import load_pipeline
     from synboost.jobs.evaluate import evaluate
 
     s = tiny_segmenter

@@ -160,7 +160,7 @@ def test_truncated_and_corrupt_videos_are_one_line_with_the_frames_done(clip, tm
 
 
 def test_cli_video(stages, clip, tmp_path, capsys):
-    from synboost.detectors.pipeline import write_pipeline_file
+    from synboost.detectors.detector import write_pipeline_file
 
     p = write_pipeline_file(tmp_path / "p.yaml", segmenter=str(stages / "seg.safetensors"), method="entropy",
                             device="cpu")

@@ -74,7 +74,7 @@ def run_accuracy_benchmark(pipeline: str | os.PathLike, data: str, out_json: str
     (also printed as a table and written to ``out_json``)."""
     from synboost.bench.speed import device_info, format_rows, pick_variants
     from synboost.data.kinds import open_dataset
-    from synboost.detectors.pipeline import load_pipeline
+    from synboost.detectors.detector import load_pipeline
     from synboost.metrics.pixel import pixel_metrics
 
     chosen = list(pick_variants(variants or list(VARIANTS), VARIANTS, SHORT, "accuracy"))

@@ -63,7 +63,7 @@ def run(a: argparse.Namespace) -> int:
         return _eval_config(a)
     if a.calibrate:
         return _calibrate(a)
-    from synboost.detectors.pipeline import load_pipeline
+    from synboost.detectors.detector import load_pipeline
     from synboost.jobs.evaluate import evaluate_many
 
     ov = list(a.overrides)
@@ -98,7 +98,7 @@ def run(a: argparse.Namespace) -> int:
 
 def _calibrate(a: argparse.Namespace) -> int:
     """``eval --calibrate RULE``: the threshold on the given data, stored in the pipeline file."""
-    from synboost.detectors.pipeline import load_pipeline
+    from synboost.detectors.detector import load_pipeline
     from synboost.jobs.calibrate import calibrate, store_threshold
 
     if not a.pipeline or a.segmenter:
@@ -146,7 +146,7 @@ _SCORING = ("score", "components", "detector", "method", "ensemble", "ensemble_w
 
 
 def _file_method(pipeline: str) -> str:
-    from synboost.detectors.pipeline import read_pipeline
+    from synboost.detectors.detector import read_pipeline
 
     return read_pipeline(pipeline, note=False).score.method
 
@@ -177,6 +177,6 @@ def _eval_config(a: argparse.Namespace) -> int:
 
 
 def _detector_from_segmenter(ov):
-    from synboost.detectors.pipeline import build_detector, pipeline_from_overrides
+    from synboost.detectors.detector import build_detector, pipeline_from_overrides
 
     return build_detector(pipeline_from_overrides(ov))

@@ -78,7 +78,7 @@ def _objects(a: argparse.Namespace, ov: list[str], method: str):
 
 
 def _infer(a: argparse.Namespace) -> int:
-    from synboost.detectors.pipeline import load_pipeline, read_pipeline
+    from synboost.detectors.detector import load_pipeline, read_pipeline
     from synboost.jobs.infer import run_folder_distributed
 
     ov = list(a.overrides) + ([f"method={a.method}"] if a.method else [])

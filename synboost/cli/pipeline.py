@@ -31,7 +31,7 @@ def register(sub) -> None:
 
 def run(a: argparse.Namespace) -> None:
     """``upgrade``: one call to ``upgrade_pipeline_file``; ``show``: ``read_pipeline`` + ``resolve_component``."""
-    from synboost.detectors.pipeline import read_pipeline, resolve_component, upgrade_pipeline_file
+    from synboost.detectors.detector import read_pipeline, resolve_component, upgrade_pipeline_file
 
     if a.what == "upgrade":
         out = upgrade_pipeline_file(a.file, a.out)

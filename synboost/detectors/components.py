@@ -1,7 +1,7 @@
 """The pipeline's components: each kind built from its typed config, saved with :func:`save_component` and
 loaded (eval mode, on a device) with :func:`load_component`; a checkpoint says what it holds, and one of another
 kind or one that does not fit is one clear error. :data:`COMPONENT_KINDS` is the one table from a kind to its
-config class and builder. :mod:`synboost.detectors.pipeline` assembles detectors from them; the training stages
+config class and builder. :mod:`synboost.detectors.detector` assembles detectors from them; the training stages
 and the importers save through :func:`save_component`.
 """
 from __future__ import annotations

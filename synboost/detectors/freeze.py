@@ -17,7 +17,7 @@ builds): what a runtime such as OpenVINO or inductor's freezing does to a graph,
   autocast; outside the region the network holds its float32 weights.
 
 All three change a module in place, which is why only a detector that owns its networks (``freeze=True``: built by
-:func:`~synboost.detectors.pipeline.build_detector`) applies them; a detector given a caller's networks does not.
+:func:`~synboost.detectors.detector.build_detector`) applies them; a detector given a caller's networks does not.
 """
 from __future__ import annotations
 

@@ -40,7 +40,7 @@ def run_ablation(cfg: AblationConfig, resume: bool = True) -> dict:
     """Train one dissimilarity network per ablation variant on shared anomaly data (reusing the base
     demo's world, segmenter and generator), score each on the held-out anomaly scenes, write the table."""
     from synboost.data.kinds import open_dataset
-    from synboost.detectors.pipeline import load_pipeline, write_pipeline_file
+    from synboost.detectors.detector import load_pipeline, write_pipeline_file
     from synboost.jobs.evaluate import evaluate
     from synboost.jobs.report import Gallery, write_ablation_report
     from synboost.jobs.stages import fusion_weights, place_stages, prepare_stages, resumable, stage_done

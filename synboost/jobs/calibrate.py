@@ -12,7 +12,7 @@ curve of :mod:`synboost.metrics.pixel` (every distinct positive score, no histog
 Both are written for the rule ``score > threshold`` (the component metrics' rule, that of
 :mod:`synboost.jobs.objects`): just below the chosen positive score, in float32. The pipeline file gets
 ``score.threshold`` and ``score.calibration`` (rule, method, dataset, value, images and the pixel TPR / FPR /
-precision / F1 there), written back with :func:`~synboost.detectors.pipeline.write_pipeline_file` and read back to
+precision / F1 there), written back with :func:`~synboost.detectors.detector.write_pipeline_file` and read back to
 check it loads the same components. Memory: only the scores at labelled pixels and their labels are kept, in
 memory up to ``memory_gb`` and in a scratch folder beyond.
 """
@@ -193,7 +193,7 @@ def store_threshold(pipeline: str | os.PathLike, record: dict[str, Any]) -> Path
     with the pipeline writer; everything else in the file is kept. Read back to check it still names the same
     component files; returns the path."""
     from synboost.config.jobs import ScoreCalibration
-    from synboost.detectors.pipeline import read_pipeline, write_pipeline_file
+    from synboost.detectors.detector import read_pipeline, write_pipeline_file
 
     path = Path(pipeline)
     folder = path.resolve().parent
@@ -217,7 +217,7 @@ def pipeline_objects(pipeline: str | os.PathLike, overrides: Sequence[str], meth
     """The :class:`ObjectSettings` of ``infer --objects``: ``threshold`` when given, else the pipeline file's
     ``score.threshold``, if it belongs to ``method`` (the method it was calibrated for, or the file's own method
     for a threshold set by hand); no threshold is one line saying how to calibrate."""
-    from synboost.detectors.pipeline import read_pipeline
+    from synboost.detectors.detector import read_pipeline
 
     if threshold is not None:
         return ObjectSettings(float(threshold), min_area, source="--threshold")

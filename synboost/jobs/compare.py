@@ -83,7 +83,7 @@ def compare(rows: Sequence[Row], data: Sequence[str], out: str | os.PathLike | N
     """Evaluate every row on every dataset spec; returns (and writes) the table. ``config`` / ``timings``: what
     ``report.html`` shows as the run's config and timings besides the evaluations' own (default: the rows)."""
     from synboost.data.kinds import open_dataset
-    from synboost.detectors.pipeline import load_pipeline
+    from synboost.detectors.detector import load_pipeline
     from synboost.jobs.evaluate import dataset_names, evaluate
     from synboost.jobs.report import Gallery, write_compare_report
 
@@ -188,7 +188,7 @@ def prepare_methods(cfg, resume: bool = True) -> list[Row]:
     methods (``cfg.outlier_methods``, each the whole demo segmenter re-trained with outlier data)."""
     import copy
 
-    from synboost.detectors.pipeline import write_pipeline_file
+    from synboost.detectors.detector import write_pipeline_file
     from synboost.jobs.stages import place_stages, prepare_stages, resumable, same_config, stage_done
     from synboost.training.density import fit_density
     from synboost.training.dissimilarity import train_dissimilarity

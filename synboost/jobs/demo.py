@@ -77,7 +77,7 @@ def run_demo(cfg: DemoConfig, quick: bool = False, resume: bool = True) -> dict:
     """``synboost demo``: world, stages (each reused when done with the same config), the anomaly test scored
     with every method, report and pipeline file; ``quick`` shrinks everything for smoke tests."""
     from synboost.data.kinds import open_dataset
-    from synboost.detectors.pipeline import load_pipeline
+    from synboost.detectors.detector import load_pipeline
     from synboost.jobs.evaluate import evaluate, markdown_table
     from synboost.jobs.report import Gallery, write_demo_report
 
@@ -95,7 +95,7 @@ def run_demo(cfg: DemoConfig, quick: bool = False, resume: bool = True) -> dict:
 
     print(f"[6/6] evaluation on {w.out}/anomaly/test (held-out scenes with out-of-distribution objects)")
     t = time.time()
-    from synboost.detectors.pipeline import write_pipeline_file
+    from synboost.detectors.detector import write_pipeline_file
 
     pipe = write_pipeline_file(
         out / "pipeline.yaml", method="synboost", segmenter=str(Path(dis.segmenter).resolve()),

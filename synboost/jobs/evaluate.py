@@ -229,7 +229,7 @@ def evaluate(detector, dataset, methods: Sequence[str] | None = None, out_dir: s
 
     t0 = time.time()
     if isinstance(detector, (str, os.PathLike)):
-        from synboost.detectors.pipeline import load_pipeline
+        from synboost.detectors.detector import load_pipeline
 
         detector = load_pipeline(detector)
     if isinstance(dataset, str):

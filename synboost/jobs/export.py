@@ -276,7 +276,7 @@ def export_pipeline(pipeline: str | os.PathLike, out: str | os.PathLike, formats
     """Export every network of a pipeline file into ``out`` (see the module docstring); writes
     ``out/pipeline.yaml`` on ``backend: onnxruntime``. Returns the sidecars by ``<network>.<format>``."""
     from synboost.config import save_config
-    from synboost.detectors.pipeline import build_detector, component_sources, read_pipeline
+    from synboost.detectors.detector import build_detector, component_sources, read_pipeline
 
     cfg = read_pipeline(pipeline, overrides)
     refuse(cfg)

@@ -98,7 +98,7 @@ def reproduction_table(cfg, rows: Sequence[dict]) -> str:
 def reproduce(cfg, progress: bool = True, echo=print) -> dict:
     """Run a :class:`~synboost.config.ReproduceConfig`: every dataset through the pipeline, the combined table in
     ``<out>/summary.md`` and ours beside the published numbers in ``<out>/reproduce.md`` / ``.json``."""
-    from synboost.detectors.pipeline import load_pipeline
+    from synboost.detectors.detector import load_pipeline
     from synboost.errors import CheckpointError
 
     if not cfg.pipeline:

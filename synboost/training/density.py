@@ -125,7 +125,7 @@ def fit_density(cfg: DensityConfig, progress: bool = True) -> dict:
     """Fit the density baselines of ``cfg.segmenter``; returns the summary (paths, sizes, timings)."""
     from synboost.data.io import write_json
     from synboost.detectors.components import load_segmenter, save_component
-    from synboost.detectors.pipeline import write_pipeline_file
+    from synboost.detectors.detector import write_pipeline_file
     from synboost.hub.registry import sha256_of
     from synboost.runtime import pick_device
     from synboost.training.pebal import open_outliers

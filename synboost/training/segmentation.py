@@ -99,7 +99,7 @@ class SegmentationTask(Task):
     def on_fit_end(self, model, summary, engine) -> None:
         """Fit the SML statistics of the best weights on the training split (``sml_stats``) and write
         ``segmenter.safetensors`` (best weights + statistics) and ``pipeline.yaml``."""
-        from synboost.detectors.pipeline import write_pipeline_file
+        from synboost.detectors.detector import write_pipeline_file
         from synboost.hub.checkpoint import load_into, load_model
 
         cfg = self.cfg

@@ -24,7 +24,7 @@ def publish_run(summary: dict, out: str | os.PathLike, product: str, field: str,
     """End a finished run: copy its best checkpoint (``summary["best"]``) to ``out/product`` atomically, write
     ``out/pipeline.yaml`` with the ``pipeline`` fields and the new file as its ``field`` (e.g. ``pebal``), and
     rewrite ``out/summary.json`` with both paths (the file under ``summary[field]``). Returns the file."""
-    from synboost.detectors.pipeline import write_pipeline_file
+    from synboost.detectors.detector import write_pipeline_file
 
     out = Path(out)
     path = out / product
