@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: demo demo-full demo-trunks test test-fast lint install clean
+.PHONY: demo demo-full demo-trunks demo-full-trunks test test-fast lint install clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ demo-full: $(VENV)/.installed
 # runs/demo-trunks, on the stages `make demo` left in runs/demo
 demo-trunks: $(VENV)/.installed
 	$(VENV)/bin/synboost demo --trunks
+
+# both: the world-pretrained VGGs under a dissimilarity network trained 3x as long, in runs/demo-full-trunks
+# (the trunks of runs/demo/backbone and the stages of runs/demo; about 34 min for its dissimilarity stage)
+demo-full-trunks: $(VENV)/.installed
+	$(VENV)/bin/synboost demo --full --trunks
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
