@@ -183,8 +183,9 @@ class DemoConfig:
     #: for every seed of a world, as every seed of the paper starts from the same ImageNet weights
     backbone_from: str = ""
     #: a demo folder whose world, segmentation, PEBAL, synthesis and backbone stages this run uses (reused there
-    #: when done with the same config, trained there otherwise); "" = this run's own ``out``. ``demo --full``
-    #: sets it to the default demo's folder, so the longer run trains only the stage it changes
+    #: when done with the same config, trained there when missing; a finished stage there that this run's config
+    #: would train again is refused, naming the fix, rather than replaced); "" = this run's own ``out``.
+    #: ``demo --full`` sets it to the default demo's folder, so the longer run trains only the stage it changes
     stages_from: str = ""
     #: SynBoost's fusion weights (dissimilarity, entropy, distance, perceptual): heldout = the official grid search
     #: (weights in {0..3}, L1-normalised, lowest FPR95), run on the

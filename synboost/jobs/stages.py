@@ -136,6 +136,27 @@ def backbone_done(bb) -> bool:
     return all(stage_done(sub, os.path.relpath(trunk_path(bb.out, d, bb.name), sub.out)) for d, sub in depth_runs(bb))
 
 
+def shared_guard(cfg, stage_out: str, product: str, name: str, resume: bool) -> None:
+    """Refuse to train a stage again in another run's folder. With ``stages_from`` a run takes its upstream stages
+    from that folder, and one whose config differs from the finished stage there (or whose inputs were retrained)
+    would be trained in that folder, replacing the stage the other run, e.g. the default demo, is made of. Raises a
+    :class:`~synboost.errors.ConfigError` naming the folder and the fix (a demo of its own); nothing happens when
+    the run has no ``stages_from`` (or it is its own ``out``), when ``resume`` is off (``--fresh`` asks for
+    everything anew), or when the stage there has no finished product yet (then training it there is what
+    ``stages_from`` means)."""
+    from synboost.errors import ConfigError
+
+    src = getattr(cfg, "stages_from", "")
+    if not (resume and src) or Path(src).resolve() == Path(cfg.out).resolve():
+        return
+    if (Path(stage_out) / product).is_file():
+        raise ConfigError(
+            f"{stage_out}: the {name} stage of {src} (stages_from) is finished with another config or other inputs, "
+            f"and this run would train it again there, replacing what the runs on {src} are made of; run it as a "
+            f"demo of its own in a new folder (--set out=DIR with the same --set keys, without --full / --trunks), "
+            f"or set the changed keys back")
+
+
 def run_step(title: str, done: bool, run: Callable[[], object], times: dict, key: str) -> bool:
     """Run one step unless it is done; returns whether it ran (then every later step runs too)."""
     print(title)
@@ -162,7 +183,9 @@ def prepare_stages(cfg: DemoConfig, resume: bool = True, dissimilarity: bool = T
     times: dict[str, float] = {}
     w, seg, syn, dis, peb = cfg.world, cfg.segmentation, cfg.synthesis, cfg.dissimilarity, cfg.pebal
     ran = run_step(f"[1/6] synthetic world: {w.n} scenes of {w.height}x{w.width} -> {w.out}",
-                resume and world_is_current(w), lambda: write_world(w), times, "world")
+                resume and world_is_current(w),
+                lambda: shared_guard(cfg, w.out, "synthetic_world.json", "world", resume) or write_world(w), times,
+                "world")
     ran_bb = False
     if getattr(cfg, "pretrained_trunks", False):
         from synboost.training.backbone import train_backbone
@@ -177,15 +200,18 @@ def prepare_stages(cfg: DemoConfig, resume: bool = True, dissimilarity: bool = T
                         lambda: train_backbone(bb, resume=resume and not ran_bw), times, "backbone")
     ran |= run_step(f"[2/6] segmentation: DeepLabV3+ ({seg.model.backbone} trunk), {seg.train.epochs} epochs",
                  resume and not ran and stage_done(seg, "segmenter.safetensors"),
-                 lambda: train_segmentation(seg, resume=resumable(seg, resume and not ran)), times, "segmentation")
+                 lambda: shared_guard(cfg, seg.out, "segmenter.safetensors", "segmentation", resume)
+                 or train_segmentation(seg, resume=resumable(seg, resume and not ran)), times, "segmentation")
     if pebal:
         run_step(f"[3/6] PEBAL: the segmenter's head with abstention and energy losses on AnomalyMix, "
               f"{peb.train.epochs} epochs", resume and not ran and stage_done(peb, "pebal.safetensors"),
-              lambda: train_pebal(peb, resume=resumable(peb, resume and not ran)), times, "pebal")
+              lambda: shared_guard(cfg, peb.out, "pebal.safetensors", "PEBAL", resume)
+              or train_pebal(peb, resume=resumable(peb, resume and not ran)), times, "pebal")
     syn_done = not (ran_bb and syn.vgg_path) and stage_done(syn, "generator.safetensors")  # trunks: VGG loss only
     ran_syn = run_step(f"[4/6] synthesis: SPADE generator at {syn.data.size[0]}x{syn.data.size[1]}, {syn.train.epochs} "
                     "epochs", resume and not ran and syn_done,
-                    lambda: train_synthesis(syn, resume=resumable(syn, resume and not ran)), times, "synthesis")
+                    lambda: shared_guard(cfg, syn.out, "generator.safetensors", "synthesis", resume)
+                    or train_synthesis(syn, resume=resumable(syn, resume and not ran)), times, "synthesis")
     ran |= ran_syn | ran_bb
     if dissimilarity:
         run_step(f"[5/6] dissimilarity: anomaly data (label switching + void) and {dis.train.epochs} epochs",
