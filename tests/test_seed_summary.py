@@ -1,6 +1,4 @@
 """``synboost demo --seeds``: every figure as mean +- std over the seeds' runs, and ``--seed`` reaches every stage."""
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -194,48 +192,3 @@ def test_quick_keeps_the_users_set_over_its_smoke_test_sizes(monkeypatch, tmp_pa
     assert (cfg.world.n, cfg.segmentation.train.epochs, cfg.dissimilarity.train.epochs) == (40, 2, 1)
     assert cfg.out == str(tmp_path / "q")
 
-
-def _recording_stages(monkeypatch, calls: list):
-    """prepare_stages with every trainer replaced by a recorder (nothing trains)."""
-    import synboost.data.synthetic as synthetic
-    import synboost.training.dissimilarity as dissimilarity
-    import synboost.training.pebal as pebal
-    import synboost.training.segmentation as segmentation
-    import synboost.training.synthesis as synthesis
-
-    for mod, name in ((synthetic, "write_world"), (segmentation, "train_segmentation"), (pebal, "train_pebal"),
-                      (synthesis, "train_synthesis"), (dissimilarity, "train_dissimilarity")):
-        monkeypatch.setattr(mod, name, lambda *a, _n=name, **k: calls.append(_n))
-
-
-@pytest.mark.parametrize("stages_from, resume, refused", [("base", True, True), ("", True, False),
-                                                          ("base", False, False)])
-def test_a_changed_upstream_stage_is_not_retrained_in_the_stages_from_folder(monkeypatch, tmp_path, stages_from,
-                                                                             resume, refused):
-    """--full / --trunks take the default demo's stages (stages_from); a config that changes one of them (e.g.
-    ``--set synthesis.lambda_vgg=10``) would train it again in that folder and replace the default demo's
-    generator: refused in one line naming the folder and the fix, with the generator untouched. In the run's own
-    folder, or with --fresh (resume off), it trains."""
-    import synboost.jobs.stages as stages
-    from synboost.config import DemoConfig
-    from synboost.errors import ConfigError
-
-    base = tmp_path / "demo"
-    cfg = DemoConfig(out=str(tmp_path / "demo-full"), stages_from=str(base) if stages_from else "")
-    stages.place_stages(cfg)
-    gen = Path(cfg.synthesis.out) / "generator.safetensors"
-    gen.parent.mkdir(parents=True)
-    gen.write_bytes(b"the default demo's generator")
-    monkeypatch.setattr(stages, "world_is_current", lambda c: True)
-    monkeypatch.setattr(stages, "stage_done", lambda c, product: product != "generator.safetensors")
-    calls: list = []
-    _recording_stages(monkeypatch, calls)
-    if refused:
-        with pytest.raises(ConfigError) as e:
-            stages.prepare_stages(cfg, resume=resume)
-        assert str(Path(cfg.synthesis.out)) in str(e.value) and "--set out=DIR" in str(e.value)
-        assert "train_synthesis" not in calls and "train_dissimilarity" not in calls
-    else:
-        stages.prepare_stages(cfg, resume=resume)
-        assert "train_synthesis" in calls
-    assert gen.read_bytes() == b"the default demo's generator"  # the recorder wrote nothing; the guard neither

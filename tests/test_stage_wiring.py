@@ -1,6 +1,8 @@
 """How the demo wires its stages: with pretrained_trunks the world-pretrained VGGs reach every VGG consumer."""
 from pathlib import Path
 
+import pytest
+
 from synboost.config import DemoConfig
 from synboost.jobs.stages import backbone_done, place_stages, trunk_files
 
@@ -146,28 +148,35 @@ def test_a_stage_started_with_another_config_is_trained_afresh_not_resumed(tmp_p
     assert "was started with another config (train.lr: " in capsys.readouterr().out
 
 
-def test_seeds_train_the_shared_trunks_once(monkeypatch, tmp_path):
-    """prepare_stages of two seeds sharing backbone_from: each seed writes its own world and trains its own stages,
-    the trunks (and their copy of the world) are made once and reused by the second seed, although that seed's
-    own world was just written."""
+def _record_trainers(monkeypatch, record) -> None:
+    """prepare_stages with the world writer and every stage trainer replaced by ``record(name, stage_config)``
+    (``world`` for the writer, the trainer's own name otherwise): nothing is written or trained."""
     import synboost.data.synthetic as synthetic
-    import synboost.training.backbone as backbone
     import synboost.training.dissimilarity as dissimilarity
     import synboost.training.pebal as pebal
     import synboost.training.segmentation as segmentation
     import synboost.training.synthesis as synthesis
+
+    monkeypatch.setattr(synthetic, "write_world", lambda w: record("world", w))
+    for mod, fn in ((segmentation, "train_segmentation"), (pebal, "train_pebal"), (synthesis, "train_synthesis"),
+                    (dissimilarity, "train_dissimilarity")):
+        monkeypatch.setattr(mod, fn, lambda c, resume, fn=fn: record(fn, c))
+
+
+def test_seeds_train_the_shared_trunks_once(monkeypatch, tmp_path):
+    """prepare_stages of two seeds sharing backbone_from: each seed writes its own world and trains its own stages,
+    the trunks (and their copy of the world) are made once and reused by the second seed, although that seed's
+    own world was just written."""
+    import synboost.training.backbone as backbone
     from synboost.jobs import stages
 
     made, calls = set(), []
     monkeypatch.setattr(stages, "world_is_current", lambda w: w.out in made)
-    monkeypatch.setattr(synthetic, "write_world", lambda w: made.add(w.out) or calls.append(("world", w.out)))
     monkeypatch.setattr(stages, "backbone_done", lambda bb: bb.out in made)
     monkeypatch.setattr(backbone, "train_backbone",
                         lambda bb, resume: made.add(bb.out) or calls.append(("backbone", bb.out)))
     monkeypatch.setattr(stages, "stage_done", lambda c, product: c.out in made)
-    for mod, fn in ((segmentation, "train_segmentation"), (pebal, "train_pebal"), (synthesis, "train_synthesis"),
-                    (dissimilarity, "train_dissimilarity")):
-        monkeypatch.setattr(mod, fn, lambda c, resume, fn=fn: made.add(c.out) or calls.append((fn, c.out)))
+    _record_trainers(monkeypatch, lambda name, c: made.add(c.out) or calls.append((name, c.out)))
     shared = tmp_path / "d" / "backbone"
     for k in (0, 1):
         cfg = DemoConfig(out=str(tmp_path / "d" / f"seed-{k}"), pretrained_trunks=True, backbone_from=str(shared))
@@ -179,3 +188,35 @@ def test_seeds_train_the_shared_trunks_once(monkeypatch, tmp_path):
         ("world", str(tmp_path / "d" / "seed-1" / "world"))]
     for k in (0, 1):
         assert ("train_dissimilarity", str(tmp_path / "d" / f"seed-{k}" / "dissimilarity")) in calls
+
+
+@pytest.mark.parametrize("stages_from, resume, refused", [("base", True, True), ("", True, False),
+                                                          ("base", False, False)])
+def test_a_changed_upstream_stage_is_not_retrained_in_the_stages_from_folder(monkeypatch, tmp_path, stages_from,
+                                                                             resume, refused):
+    """--full / --trunks take the default demo's stages (stages_from); a config that changes one of them (e.g.
+    ``--set synthesis.lambda_vgg=10``) would train it again in that folder and replace the default demo's
+    generator: refused in one line naming the folder and the fix, with the generator untouched. In the run's own
+    folder, or with --fresh (resume off), it trains."""
+    import synboost.jobs.stages as stages
+    from synboost.errors import ConfigError
+
+    base = tmp_path / "demo"
+    cfg = DemoConfig(out=str(tmp_path / "demo-full"), stages_from=str(base) if stages_from else "")
+    stages.place_stages(cfg)
+    gen = Path(cfg.synthesis.out) / "generator.safetensors"
+    gen.parent.mkdir(parents=True)
+    gen.write_bytes(b"the default demo's generator")
+    monkeypatch.setattr(stages, "world_is_current", lambda c: True)
+    monkeypatch.setattr(stages, "stage_done", lambda c, product: product != "generator.safetensors")
+    calls: list = []
+    _record_trainers(monkeypatch, lambda name, c: calls.append(name))
+    if refused:
+        with pytest.raises(ConfigError) as e:
+            stages.prepare_stages(cfg, resume=resume)
+        assert str(Path(cfg.synthesis.out)) in str(e.value) and "--set out=DIR" in str(e.value)
+        assert "train_synthesis" not in calls and "train_dissimilarity" not in calls
+    else:
+        stages.prepare_stages(cfg, resume=resume)
+        assert "train_synthesis" in calls
+    assert gen.read_bytes() == b"the default demo's generator"  # the recorder wrote nothing; the guard neither

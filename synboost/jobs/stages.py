@@ -182,10 +182,17 @@ def prepare_stages(cfg: DemoConfig, resume: bool = True, dissimilarity: bool = T
 
     times: dict[str, float] = {}
     w, seg, syn, dis, peb = cfg.world, cfg.segmentation, cfg.synthesis, cfg.dissimilarity, cfg.pebal
+
+    def guarded(stage_out: str, product: str, name: str, train: Callable[[], object]) -> Callable[[], None]:
+        """``train`` for a stage that may live in ``stages_from``: :func:`shared_guard` first."""
+        def run() -> None:
+            shared_guard(cfg, stage_out, product, name, resume)
+            train()
+        return run
+
     ran = run_step(f"[1/6] synthetic world: {w.n} scenes of {w.height}x{w.width} -> {w.out}",
                 resume and world_is_current(w),
-                lambda: shared_guard(cfg, w.out, "synthetic_world.json", "world", resume) or write_world(w), times,
-                "world")
+                guarded(w.out, "synthetic_world.json", "world", lambda: write_world(w)), times, "world")
     ran_bb = False
     if getattr(cfg, "pretrained_trunks", False):
         from synboost.training.backbone import train_backbone
@@ -200,18 +207,20 @@ def prepare_stages(cfg: DemoConfig, resume: bool = True, dissimilarity: bool = T
                         lambda: train_backbone(bb, resume=resume and not ran_bw), times, "backbone")
     ran |= run_step(f"[2/6] segmentation: DeepLabV3+ ({seg.model.backbone} trunk), {seg.train.epochs} epochs",
                  resume and not ran and stage_done(seg, "segmenter.safetensors"),
-                 lambda: shared_guard(cfg, seg.out, "segmenter.safetensors", "segmentation", resume)
-                 or train_segmentation(seg, resume=resumable(seg, resume and not ran)), times, "segmentation")
+                 guarded(seg.out, "segmenter.safetensors", "segmentation",
+                         lambda: train_segmentation(seg, resume=resumable(seg, resume and not ran))),
+                 times, "segmentation")
     if pebal:
         run_step(f"[3/6] PEBAL: the segmenter's head with abstention and energy losses on AnomalyMix, "
               f"{peb.train.epochs} epochs", resume and not ran and stage_done(peb, "pebal.safetensors"),
-              lambda: shared_guard(cfg, peb.out, "pebal.safetensors", "PEBAL", resume)
-              or train_pebal(peb, resume=resumable(peb, resume and not ran)), times, "pebal")
+              guarded(peb.out, "pebal.safetensors", "PEBAL",
+                      lambda: train_pebal(peb, resume=resumable(peb, resume and not ran))), times, "pebal")
     syn_done = not (ran_bb and syn.vgg_path) and stage_done(syn, "generator.safetensors")  # trunks: VGG loss only
     ran_syn = run_step(f"[4/6] synthesis: SPADE generator at {syn.data.size[0]}x{syn.data.size[1]}, {syn.train.epochs} "
                     "epochs", resume and not ran and syn_done,
-                    lambda: shared_guard(cfg, syn.out, "generator.safetensors", "synthesis", resume)
-                    or train_synthesis(syn, resume=resumable(syn, resume and not ran)), times, "synthesis")
+                    guarded(syn.out, "generator.safetensors", "synthesis",
+                            lambda: train_synthesis(syn, resume=resumable(syn, resume and not ran))),
+                    times, "synthesis")
     ran |= ran_syn | ran_bb
     if dissimilarity:
         run_step(f"[5/6] dissimilarity: anomaly data (label switching + void) and {dis.train.epochs} epochs",

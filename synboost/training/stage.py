@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from synboost.data.io import atomic_path, write_json
-from synboost.training.engine import Engine, Task
+from synboost.training.engine import Engine
+from synboost.training.task import Task
 
 
 def run_stage(task: Task, cfg: Any, resume: bool = False, progress: bool = True, **engine: Any) -> dict:
