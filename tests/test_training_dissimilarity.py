@@ -76,6 +76,32 @@ def test_crop_larger_than_size_is_a_config_error(crop):
         DissimilarityTask(cfg)
 
 
+def test_lr_decay_replaces_the_plateau_schedule():
+    from synboost.config import DissimilarityConfig
+    from synboost.errors import ConfigError
+    from synboost.training.dissimilarity import DissimilarityTask
+
+    def task(decay):
+        return DissimilarityTask(DissimilarityConfig(segmenter="s.safetensors", generator="g.safetensors",
+                                                     lr_decay=decay))
+
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    # the default is the official schedule: halve on a stalled held-out loss, per epoch
+    assert isinstance(task(0.0).build_scheduler(opt, 100), torch.optim.lr_scheduler.ReduceLROnPlateau)
+    sched = task(0.25).build_scheduler(opt, 100)
+    lrs = []
+    for _ in range(100):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    # constant for the first 75 steps, then linear to 0 over the last quarter
+    assert lrs[:76] == [1e-3] * 76
+    assert lrs[88] == pytest.approx(1e-3 * 12 / 25) and lrs[99] < 1e-4
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+    with pytest.raises(ConfigError, match="lr_decay"):
+        task(-0.1).build_scheduler(opt, 100)
+
+
 def test_ensemble_grid_is_the_official_grid():
     import itertools
 

@@ -190,8 +190,12 @@ class DissimilarityConfig:
     beta1: float = 0.5
     beta2: float = 0.999
     class_weights: bool = True  #: w_c = 1 / ln(1.02 + f_c) from the training labels (the official ENet weights)
+    #: the official schedule: the learning rate halves when the held-out loss has not fallen for 10 epochs
     plateau_patience: int = 10
     plateau_factor: float = 0.5
+    #: > 0: instead of the plateau schedule, the learning rate stays constant and then falls linearly to 0 over the
+    #: last ``lr_decay`` fraction of the steps (the synthesis stage's SPADE schedule); 0 = the official plateau one
+    lr_decay: float = 0.0
 
 
 @dataclasses.dataclass

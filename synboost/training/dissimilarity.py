@@ -38,7 +38,7 @@ from synboost.metrics.pixel import pixel_metrics
 from synboost.models.generator import labels_to_onehot
 from synboost.tensors import images_to_batch, resize_maps
 from synboost.training.stage import publish_run, run_stage
-from synboost.training.task import SeededDataset, Task
+from synboost.training.task import SeededDataset, Task, linear_decay_schedule
 
 EGO_ID = 1
 
@@ -288,6 +288,14 @@ class DissimilarityTask(Task):
                                 weight_decay=c.train.weight_decay)
 
     def build_scheduler(self, opt, total_steps: int):
+        """The official plateau schedule (halve the rate when the held-out loss stalls), or with ``lr_decay`` > 0
+        a constant rate falling linearly to 0 over that last fraction of the steps."""
+        frac = float(self.cfg.lr_decay)
+        if not 0.0 <= frac <= 1.0:
+            raise ConfigError(f"dissimilarity: lr_decay must lie in [0, 1] (the decaying fraction of the steps), "
+                              f"got {frac}")
+        if frac > 0.0:
+            return linear_decay_schedule(opt, total_steps, frac)
         return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, "min", patience=self.cfg.plateau_patience,
                                                           factor=self.cfg.plateau_factor)
 
