@@ -311,3 +311,53 @@ def test_every_shipped_reproduce_config_loads(path):
         assert any(getattr(e, k) is not None for k in METRIC_KEYS)
     text = path.read_text()
     assert "Source" in text and "DIR" in text  # cites its source and documents the placeholder
+
+
+def test_class_false_positives_count_inliers_above_the_threshold_per_class():
+    from synboost.metrics.attribution import class_false_positives
+
+    rng = np.random.default_rng(0)
+    chunks = [(rng.random(50).astype(np.float32), rng.integers(0, 2, 50), rng.choice([0, 3, 11, 255], 50))
+              for _ in range(3)]
+    got = class_false_positives(chunks, 0.6)
+    s, lab, cls = (np.concatenate([c[k] for c in chunks]) for k in range(3))
+    for c in range(19):
+        inl = (lab == 0) & (cls == c)
+        assert got.inliers[c] == inl.sum() and got.fp[c] == (inl & (s > 0.6)).sum()
+    assert got.inliers.sum() == ((lab == 0) & (cls != 255)).sum()  # unknown class: in neither count
+    top = got.top([f"c{i}" for i in range(19)], min_share=0.0, n=19)
+    assert [t["class"] for t in top] == sorted((t["class"] for t in top), key=lambda n: -next(
+        x["ratio"] for x in top if x["class"] == n))
+    assert sum(t["fp_share"] for t in top) == pytest.approx(1.0)
+
+
+def test_evaluate_names_the_inlier_classes_the_false_alarms_fall_on(tmp_path):
+    """A bright 'person' in every scene: the 'bright' score fires on it, the 'dark' score does not."""
+    from synboost.data.benchmarks import AnomalyFolderDataset
+
+    rng = np.random.default_rng(3)
+    for i in range(3):
+        img = rng.integers(0, 100, (48, 64, 3)).astype(np.uint8)
+        lab, sem = np.zeros((48, 64), np.uint8), np.zeros((48, 64), np.uint8)  # road
+        lab[5:15, 5:15] = 1
+        img[5:15, 5:15] = 250
+        sem[30:40, 40:44] = 11  # a person, brighter than the anomaly
+        img[30:40, 40:44] = 255
+        sem[20:30, :] = 13  # a band of cars, dim
+        write_png(tmp_path / "set" / "original" / f"{i}.png", img)
+        write_png(tmp_path / "set" / "labels" / f"{i}.png", lab)
+        write_png(tmp_path / "set" / "semantic" / f"{i}.png", sem)
+    rep = evaluate(BrightnessDetector(), AnomalyFolderDataset(tmp_path / "set"), ["bright", "dark"],
+                   tmp_path / "ev", progress=False)
+    rows = {r["method"]: r for r in rep["results"]}
+    bright = rows["bright"]["false_positive_classes"]
+    assert bright["top"][0]["class"] == "person" and bright["top"][0]["ratio"] > 10
+    assert bright["inliers"][11] == 3 * 40 and bright["fp"][11] == 3 * 40
+    assert "person" not in [t["class"] for t in rows["dark"]["false_positive_classes"]["top"]]
+    assert "- bright: person" in (tmp_path / "ev" / "metrics.md").read_text()
+    # without semantic labels there is nothing to attribute
+    import shutil
+
+    shutil.rmtree(tmp_path / "set" / "semantic")
+    plain = evaluate(BrightnessDetector(), AnomalyFolderDataset(tmp_path / "set"), ["bright"], progress=False)
+    assert "false_positive_classes" not in plain["results"][0]

@@ -1,7 +1,10 @@
 """A detector over benchmark folders -> metrics tables (JSON + markdown), curves, example heatmaps, submission files.
 
 Pixel metrics are the exact Fishyscapes (bdlb) definitions pooled over all pixels with label 0 or 1
-(:mod:`synboost.metrics.pixel`); where the dataset also has semantic labels, the segmenter's mIoU is reported.
+(:mod:`synboost.metrics.pixel`); where the dataset also has semantic labels, the segmenter's mIoU is reported,
+and for each method the inlier classes its false positives fall on at its pixel best-F1 threshold
+(:mod:`synboost.metrics.attribution`; ``false_positive_classes`` in metrics.json, the most over-represented in
+metrics.md).
 On SegmentMeIfYouCan-style data (the anomaly and obstacle tracks, and LostAndFound, which SMIYC scores with the
 obstacle-track settings), or when asked, the SMIYC component metrics are added: sIoU, PPV and mean F1 at each
 method's pixel-level best-F1 threshold, as the reference computes them (:mod:`synboost.metrics.components`).
@@ -29,6 +32,7 @@ import numpy as np
 from tqdm import tqdm
 
 from synboost.data.io import scan_images, write_image, write_json, write_npy, write_text
+from synboost.data.labels import CLASS_NAMES
 from synboost.errors import ConfigError, DataError, ImageReadError
 from synboost.jobs.submission import Submission, parse_formats, smiyc_dataset_name, write_validation_performance
 from synboost.jobs.tables import (  # noqa: F401
@@ -39,6 +43,7 @@ from synboost.jobs.tables import (  # noqa: F401
     markdown_table,
     write_combined,
 )
+from synboost.metrics.attribution import class_false_positives
 from synboost.metrics.components import PRESETS, ComponentMetrics
 from synboost.metrics.pixel import pixel_curve_two_pass
 from synboost.metrics.segmentation import ConfusionMatrix
@@ -96,10 +101,23 @@ class _ScoreStore:
         write_npy(path, arr)
         return path
 
-    def add(self, valid: np.ndarray, labels: np.ndarray, scores: dict[str, np.ndarray]) -> None:
+    def add(self, valid: np.ndarray, labels: np.ndarray, scores: dict[str, np.ndarray],
+            classes: np.ndarray | None = None) -> None:
+        """One image: ``labels`` / ``scores`` / ``classes`` (semantic train ids, where the data has them) at
+        its labelled pixels ``valid``."""
         self.images.append({
             "shape": valid.shape, "valid": np.packbits(valid) if self.layout else None, "labels": self._keep(labels),
-            "scores": {m: self._keep(s) for m, s in scores.items()}})
+            "scores": {m: self._keep(s) for m, s in scores.items()},
+            "classes": self._keep(classes) if classes is not None else None})
+
+    @property
+    def has_classes(self) -> bool:
+        return bool(self.images) and all(e["classes"] is not None for e in self.images)
+
+    def triples(self, method: str):
+        """(scores, labels, semantic classes) per image (only when :attr:`has_classes`)."""
+        for e in self.images:
+            yield self._load(e["scores"][method]), self._load(e["labels"]), self._load(e["classes"])
 
     @staticmethod
     def _load(x: np.ndarray | Path) -> np.ndarray:
@@ -189,7 +207,9 @@ def _collect(detector, dataset, methods, store, writers, progress, max_images, e
                 anomaly = _resize(s["anomaly"], eval_size, nearest=True)
                 valid = anomaly <= 1
                 scored = {m: _resize(o[m], eval_size, nearest=False)[valid].astype(np.float32) for m in methods}
-                store.add(valid, anomaly[valid], scored)
+                classes = (_resize(s["label"], eval_size, nearest=True)[valid].astype(np.uint8)
+                           if "label" in s else None)
+                store.add(valid, anomaly[valid], scored, classes)
                 if gallery is not None:  # per-image AP, and views of each method's worst images (report.html)
                     gallery.add(s["name"], s["image"], s["anomaly"], {m: o[m] for m in methods}, anomaly[valid],
                                 scored)
@@ -314,6 +334,12 @@ def _score(store: _ScoreStore, methods, preset, fpr_rule):
         res = curve.metrics(fpr_rule)
         row: dict[str, Any] = {"method": m, "ap": res.ap, "fpr95": res.fpr95, "auroc": res.auroc,
                                "n_pos": res.n_pos, "n_neg": res.n_neg}
+        if store.has_classes:  # which inlier classes the false alarms fall on, at the best-F1 operating point
+            threshold = curve.best_f1_threshold()[0]
+            if not np.isnan(threshold):
+                cfp = class_false_positives(store.triples(m), threshold)
+                row["false_positive_classes"] = {"threshold": threshold, "fp": cfp.fp.tolist(),
+                                                 "inliers": cfp.inliers.tolist(), "top": cfp.top(CLASS_NAMES)}
         if preset is not None:
             threshold, best_f1 = curve.best_f1_threshold()
             row.update(component_threshold=threshold, pixel_best_f1=best_f1)

@@ -39,6 +39,13 @@ def markdown_table(report: dict) -> str:
                      f"removed, GT < {c['min_gt_size']} px void), at each method's pixel best-F1 threshold.")
     if report.get("eval_size"):
         notes.append(f"Scored at {report['eval_size'][0]}x{report['eval_size'][1]}.")
+    tops = [(r["method"], r["false_positive_classes"]["top"]) for r in report["results"]
+            if r.get("false_positive_classes", {}).get("top")]
+    if tops:
+        notes.append("False positives at each method's pixel best-F1 threshold, the inlier classes most over-"
+                     "represented among them (share of the false positives / share of the inlier pixels):")
+        notes += [f"- {m}: " + ", ".join(f"{t['class']} {100 * t['fp_share']:.1f} % / {100 * t['inlier_share']:.1f} "
+                                         f"% ({t['ratio']:.1f}x)" for t in top) for m, top in tops]
     if report.get("unlabelled"):
         notes.append(f"{report['unlabelled']} frames without public labels were not scored.")
     if report.get("submission"):
