@@ -102,6 +102,64 @@ def test_lr_decay_replaces_the_plateau_schedule():
         task(-0.1).build_scheduler(opt, 100)
 
 
+def _class_items():
+    """Two samples: road (0) inliers, a few person (11) inliers, an anomaly (1) and an ignored pixel."""
+    items = []
+    for k in range(2):
+        labels = torch.zeros(4, 6, dtype=torch.long)
+        labels[0, :2] = 11
+        target = torch.zeros(4, 6, dtype=torch.long)
+        target[3, 3:] = 1
+        target[3, 0] = 255
+        items.append({"image": torch.zeros(3, 4, 6), "synthesis": torch.zeros(3, 4, 6), "labels": labels,
+                      "priors": torch.zeros(0, 4, 6), "target": target})
+    return items
+
+
+def test_inlier_class_weights_favour_rare_classes_and_average_one():
+    from synboost.training.dissimilarity import inlier_class_weights
+
+    items = _class_items()
+    w = inlier_class_weights(items)
+    # inlier pixels: 2 x (2 person + 18 road), class shares 0.1 / 0.9
+    f = torch.zeros(19, dtype=torch.float64)
+    f[11], f[0] = 0.1, 0.9
+    raw = 1 / torch.log(1.02 + f)
+    assert w[11] / w[0] == pytest.approx(float(raw[11] / raw[0]), rel=1e-5) and w[11] > 3 * w[0]
+    assert float(0.1 * w[11] + 0.9 * w[0]) == pytest.approx(1.0, rel=1e-5)
+    assert w[5] == 1.0  # a class with no inlier pixel
+
+
+def test_inlier_class_weights_make_a_rare_class_false_alarm_cost_more():
+    from synboost.config import DissimilarityConfig
+    from synboost.training.dissimilarity import DissimilarityTask, enet_class_weights
+
+    items = _class_items()
+
+    class Fixed(torch.nn.Module):  # says "anomaly" on the person pixels, "inlier" elsewhere, whatever the input
+        def forward(self, image, syn, onehot, priors):
+            person = onehot[:, 11:12]
+            return torch.cat([1 - 3 * person, 3 * person], 1)
+
+    def loss(on):
+        cfg = DissimilarityConfig(segmenter="s", generator="g", inlier_class_weights=on)
+        cfg.model.priors = []
+        task = DissimilarityTask(cfg, progress=False, samples={"train": items, "held": items, "priors": []})
+        task._prepare(torch.device("cpu"))
+        batch = [torch.stack([it[k] for it in items]) for k in ("image", "synthesis", "labels", "priors", "target")]
+        return float(task.train_step(Fixed(), batch, torch.device("cpu"))[0]), task
+
+    off, _ = loss(False)
+    on, task = loss(True)
+    assert on > 1.5 * off  # the person false alarms weigh more
+    # the per-pixel path reduces to the official weighted cross-entropy when every inlier class weight is 1
+    task.inlier_weights = torch.ones(19)
+    batch = [torch.stack([it[k] for it in items]) for k in ("image", "synthesis", "labels", "priors", "target")]
+    logits = Fixed()(None, None, torch.nn.functional.one_hot(batch[2], 19).permute(0, 3, 1, 2).float(), None)
+    ref = torch.nn.functional.cross_entropy(logits, batch[4], weight=enet_class_weights(items), ignore_index=255)
+    assert float(task.train_step(Fixed(), batch, torch.device("cpu"))[0]) == pytest.approx(float(ref), rel=1e-6)
+
+
 def test_ensemble_grid_is_the_official_grid():
     import itertools
 

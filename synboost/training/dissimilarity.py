@@ -241,6 +241,21 @@ def enet_class_weights(items: list[dict]) -> torch.Tensor:
     return (1.0 / torch.log(1.02 + f)).float()
 
 
+def inlier_class_weights(items: list[dict], n_classes: int = 19) -> torch.Tensor:
+    """Per label-map class c: 1 / ln(1.02 + f_c), f_c its share of the inlier pixels (target 0) of ``items``,
+    scaled so that the inlier pixels' mean weight is 1; a class with no inlier pixel gets weight 1."""
+    counts = torch.zeros(n_classes, dtype=torch.float64)
+    for it in items:
+        lab = it["labels"][it["target"] == 0]
+        counts += torch.bincount(lab[lab < n_classes], minlength=n_classes).double()
+    if counts.sum() == 0:
+        return torch.ones(n_classes)
+    f = counts / counts.sum()
+    w = 1.0 / torch.log(1.02 + f)
+    w = w / (w * f).sum()  # mean 1 over the inlier pixels
+    return torch.where(counts > 0, w, torch.ones_like(w)).float()
+
+
 class DissimilarityTask(Task):
     """The dissimilarity network on anomaly data made once before training (see the module docstring); ends with
     ``dissimilarity.safetensors`` and a SynBoost pipeline file."""
@@ -257,7 +272,7 @@ class DissimilarityTask(Task):
                               "whole samples)")
         self.cfg, self.progress, self.samples = cfg, progress, samples
         self._train = self._held = None
-        self.weights = None
+        self.weights = self.inlier_weights = None
 
     def _prepare(self, device) -> None:
         if self._train is None:
@@ -269,6 +284,8 @@ class DissimilarityTask(Task):
                 raise ConfigError(f"precomputed samples lack the prior maps {missing}")
             self._prior_idx = torch.tensor([have.index(p) for p in self.cfg.model.priors], dtype=torch.long)
             self.weights = enet_class_weights(self._train).to(device) if self.cfg.class_weights else None
+            self.inlier_weights = (inlier_class_weights(self._train).to(device) if self.cfg.inlier_class_weights
+                                   else None)
 
     def build_model(self) -> nn.Module:
         m = self.cfg.model
@@ -314,7 +331,18 @@ class DissimilarityTask(Task):
 
     def train_step(self, model, batch, device):
         logits, target = self._forward(model, batch, device)
-        return F.cross_entropy(logits.float(), target, weight=self.weights, ignore_index=IGNORE), {}
+        if self.inlier_weights is None:
+            return F.cross_entropy(logits.float(), target, weight=self.weights, ignore_index=IGNORE), {}
+        # per pixel: the anomaly / inlier weight, times the label-map class's weight on inlier pixels; the same
+        # weighted mean as cross_entropy(weight=...) computes
+        labels = batch[2].to(device)
+        valid = target != IGNORE
+        safe = torch.where(valid, target, torch.zeros_like(target))
+        w = self.weights[safe] if self.weights is not None else torch.ones_like(target, dtype=torch.float32)
+        rare = self.inlier_weights[labels.clamp(0, len(self.inlier_weights) - 1)]
+        w = torch.where(valid & (target == 0) & (labels < len(self.inlier_weights)), w * rare, w) * valid
+        loss = F.cross_entropy(logits.float(), safe, reduction="none")
+        return (loss * w).sum() / w.sum().clamp_min(1e-12), {}
 
     @torch.no_grad()
     def validate(self, model, device) -> dict:
