@@ -220,3 +220,25 @@ def test_a_changed_upstream_stage_is_not_retrained_in_the_stages_from_folder(mon
         stages.prepare_stages(cfg, resume=resume)
         assert "train_synthesis" in calls
     assert gen.read_bytes() == b"the default demo's generator"  # the recorder wrote nothing; the guard neither
+
+
+def test_compare_seeds_its_density_fit_and_retraining_as_the_base_demo(monkeypatch, tmp_path):
+    """`synboost compare` on a demo seed: the density fit and the re-training methods take that seed (they took 0
+    whatever the seed), as the demo's own stages do."""
+    import synboost.jobs.compare as compare
+    import synboost.jobs.stages as stages
+    import synboost.training.density as density
+    import synboost.training.dissimilarity as dissimilarity
+    import synboost.training.outlier as outlier
+    from synboost.config import CompareConfig
+
+    seen = {}
+    monkeypatch.setattr(stages, "prepare_stages", lambda cfg, resume=True: ({}, False))
+    monkeypatch.setattr(stages, "fusion_weights", lambda cfg, dis: {"weights": [1.0, 0.0, 0.0, 0.0]})
+    monkeypatch.setattr(dissimilarity, "train_dissimilarity", lambda c, resume: seen.setdefault("resynthesis", c))
+    monkeypatch.setattr(density, "fit_density", lambda c: seen.setdefault("density", c))
+    monkeypatch.setattr(outlier, "train_outlier", lambda c, resume: seen.setdefault(c.method, c))
+    cfg = CompareConfig(out=str(tmp_path / "cmp"), base=DemoConfig(out=str(tmp_path / "demo"), seed=2))
+    compare.prepare_methods(cfg, resume=False)
+    assert seen["density"].seed == 2 and seen["resynthesis"].train.seed == 2
+    assert [seen[m].train.seed for m in cfg.outlier_methods] == [2, 2, 2]

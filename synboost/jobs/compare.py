@@ -185,7 +185,8 @@ def prepare_methods(cfg, resume: bool = True) -> list[Row]:
     """Train (or reuse) everything the table needs on the synthetic world, and return its rows: the demo's stages
     (world, segmenter, PEBAL, generator, SynBoost's dissimilarity network), the Image Resynthesis network (the
     dissimilarity network without priors and SPADE, on label switching only), the density fit, and the re-training
-    methods (``cfg.outlier_methods``, each the whole demo segmenter re-trained with outlier data)."""
+    methods (``cfg.outlier_methods``, each the whole demo segmenter re-trained with outlier data). The density fit
+    and the re-training take the base demo's ``seed``, as its own stages do."""
     import copy
 
     from synboost.detectors.detector import write_pipeline_file
@@ -212,7 +213,7 @@ def prepare_methods(cfg, resume: bool = True) -> list[Row]:
         train_dissimilarity(res, resume=resumable(res, resume))
 
     den = copy.deepcopy(cfg.density)
-    den.out, den.segmenter = str(out / "density"), seg
+    den.out, den.segmenter, den.seed = str(out / "density"), seg, base.seed  # seeded as the demo's own stages
     den.data.train = f"synthetic:{base.world.out}@train"
     print("embedding density: per-layer Gaussians, kNN bank, logistic regression")
     if not (resume and (Path(den.out) / "density.safetensors").is_file()
@@ -223,7 +224,7 @@ def prepare_methods(cfg, resume: bool = True) -> list[Row]:
         if m not in cfg.outlier:
             raise ConfigError(f"outlier_methods: '{m}' has no config under 'outlier' (known: {sorted(cfg.outlier)})")
         oc = copy.deepcopy(cfg.outlier[m])
-        oc.out, oc.segmenter = str(out / f"outlier-{m}"), seg
+        oc.out, oc.segmenter, oc.train.seed = str(out / f"outlier-{m}"), seg, base.seed
         oc.data.train, oc.data.val = f"synthetic:{base.world.out}@train", f"synthetic:{base.world.out}@val"
         print(f"re-training with outlier data: {oc.method}, the whole segmenter, {oc.train.epochs} epochs")
         if not (resume and stage_done(oc, "segmenter.safetensors")):
