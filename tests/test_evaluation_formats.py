@@ -355,6 +355,8 @@ def test_evaluate_names_the_inlier_classes_the_false_alarms_fall_on(tmp_path):
     assert bright["inliers"][11] == 3 * 40 and bright["fp"][11] == 3 * 40
     assert "person" not in [t["class"] for t in rows["dark"]["false_positive_classes"]["top"]]
     assert "- bright: person" in (tmp_path / "ev" / "metrics.md").read_text()
+    html = (tmp_path / "ev" / "report.html").read_text()
+    assert "Where the false positives fall" in html and "<td>person</td>" in html
     # without semantic labels there is nothing to attribute
     import shutil
 

@@ -112,7 +112,21 @@ def eval_table(rep: Mapping[str, Any], gallery: Gallery | None = None) -> str:
         if gallery is not None:
             row.append(gallery.mean_ap(r["method"]))
         rows.append(row)
-    return _dataset_note(rep) + table_html(cols, rows)
+    return _dataset_note(rep) + table_html(cols, rows) + false_alarm_table(rep)
+
+
+def false_alarm_table(rep: Mapping[str, Any]) -> str:
+    """Per method, the inlier classes most over-represented among its false positives at its pixel best-F1
+    threshold (:mod:`synboost.metrics.attribution`); empty where the data has no semantic labels."""
+    rows = [[r["method"], t["class"], t["fp_share"], t["inlier_share"], t["ratio"]]
+            for r in rep.get("results", []) for t in r.get("false_positive_classes", {}).get("top", [])]
+    if not rows:
+        return ""
+    cols = [("method", "text", ""), ("inlier class", "text", ""), ("share of the false positives (%)", "pct", ""),
+            ("share of the inlier pixels (%)", "pct", ""), ("over-represented (x)", "num", "")]
+    return ('<p class="note">Where the false positives fall: at each method\'s pixel best-F1 threshold, the inlier '
+            'classes most over-represented among them (a class the method takes for an anomaly).</p>'
+            + table_html(cols, rows))
 
 
 def _per_dataset(names: Sequence[str], body) -> str:
