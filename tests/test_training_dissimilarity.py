@@ -98,8 +98,9 @@ def test_lr_decay_replaces_the_plateau_schedule():
     assert lrs[:76] == [1e-3] * 76
     assert lrs[88] == pytest.approx(1e-3 * 12 / 25) and lrs[99] < 1e-4
     assert all(a >= b for a, b in zip(lrs, lrs[1:]))
-    with pytest.raises(ConfigError, match="lr_decay"):
-        task(-0.1).build_scheduler(opt, 100)
+    for bad in (-0.1, 1.5):  # refused when the task is made, before the anomaly data
+        with pytest.raises(ConfigError, match="lr_decay"):
+            task(bad)
 
 
 def _class_items():
@@ -108,6 +109,8 @@ def _class_items():
     for k in range(2):
         labels = torch.zeros(4, 6, dtype=torch.long)
         labels[0, :2] = 11
+        labels[3, 3] = 11  # a person-labelled anomaly pixel: the rare-class weight is for inliers only
+        labels[1, 5] = 255  # an inlier pixel of unknown class
         target = torch.zeros(4, 6, dtype=torch.long)
         target[3, 3:] = 1
         target[3, 0] = 255
@@ -121,12 +124,12 @@ def test_inlier_class_weights_favour_rare_classes_and_average_one():
 
     items = _class_items()
     w = inlier_class_weights(items)
-    # inlier pixels: 2 x (2 person + 18 road), class shares 0.1 / 0.9
+    # inlier pixels of a known class: 2 x (2 person + 17 road), class shares 2/19 and 17/19
     f = torch.zeros(19, dtype=torch.float64)
-    f[11], f[0] = 0.1, 0.9
+    f[11], f[0] = 2 / 19, 17 / 19
     raw = 1 / torch.log(1.02 + f)
     assert w[11] / w[0] == pytest.approx(float(raw[11] / raw[0]), rel=1e-5) and w[11] > 3 * w[0]
-    assert float(0.1 * w[11] + 0.9 * w[0]) == pytest.approx(1.0, rel=1e-5)
+    assert float(f[11] * w[11] + f[0] * w[0]) == pytest.approx(1.0, rel=1e-5)
     assert w[5] == 1.0  # a class with no inlier pixel
 
 
@@ -152,12 +155,28 @@ def test_inlier_class_weights_make_a_rare_class_false_alarm_cost_more():
     off, _ = loss(False)
     on, task = loss(True)
     assert on > 1.5 * off  # the person false alarms weigh more
+    batch = [torch.stack([it[k] for it in items]) for k in ("image", "synthesis", "labels", "priors", "target")]
+    labels, target = batch[2], batch[4]
+    logits = Fixed()(None, None, task_onehot(labels), None)
+    enet = enet_class_weights(items)
     # the per-pixel path reduces to the official weighted cross-entropy when every inlier class weight is 1
     task.inlier_weights = torch.ones(19)
-    batch = [torch.stack([it[k] for it in items]) for k in ("image", "synthesis", "labels", "priors", "target")]
-    logits = Fixed()(None, None, torch.nn.functional.one_hot(batch[2], 19).permute(0, 3, 1, 2).float(), None)
-    ref = torch.nn.functional.cross_entropy(logits, batch[4], weight=enet_class_weights(items), ignore_index=255)
+    ref = torch.nn.functional.cross_entropy(logits, target, weight=enet, ignore_index=255)
     assert float(task.train_step(Fixed(), batch, torch.device("cpu"))[0]) == pytest.approx(float(ref), rel=1e-6)
+    # by hand: the anomaly / inlier weight, times the class weight on inlier pixels of a known class only
+    task.inlier_weights = torch.ones(19)
+    task.inlier_weights[11] = 5.0
+    ce = torch.nn.functional.cross_entropy(logits, target.clamp(max=1), reduction="none")
+    w = enet[target.clamp(max=1)] * (target != 255)
+    w = torch.where((target == 0) & (labels == 11), 5 * w, w)
+    want = float((ce * w).sum() / w.sum())
+    assert float(task.train_step(Fixed(), batch, torch.device("cpu"))[0]) == pytest.approx(want, rel=1e-6)
+
+
+def task_onehot(labels):
+    from synboost.models.generator import labels_to_onehot
+
+    return labels_to_onehot(labels, 19)
 
 
 def test_ensemble_grid_is_the_official_grid():

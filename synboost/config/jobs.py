@@ -279,7 +279,8 @@ def _demo_outlier(method: str, lr: float) -> OutlierTrainingConfig:
 class CompareConfig:
     """``synboost compare --config``: every method of the comparison tables on the synthetic world, in one table.
     The world and the demo's stages come from ``base`` (trained, or reused from its folder); the Image Resynthesis
-    network and the density fit are made here."""
+    network and the density fit are made here. The density fit and the re-training methods take ``base.seed``
+    (a seed in their own configs below is replaced by it)."""
 
     out: str = "runs/compare"
     base: DemoConfig = dataclasses.field(default_factory=DemoConfig)

@@ -191,8 +191,9 @@ class DissimilarityConfig:
     beta2: float = 0.999
     class_weights: bool = True  #: w_c = 1 / ln(1.02 + f_c) from the training labels (the official ENet weights)
     #: also weight each inlier pixel by its label-map class, 1 / ln(1.02 + f_c) with f_c the class's share of the
-    #: training inlier pixels, scaled to mean 1 over them: a false alarm on a rare class (people, two-wheelers,
-    #: which the generator redraws worst) costs as much as on the road; not in the official recipe
+    #: training inlier pixels, scaled to mean 1 over them: a rare class's pixel (people, two-wheelers, which the
+    #: generator redraws worst) weighs about 10x a road pixel, so its false alarms count for more than their area;
+    #: not in the official recipe
     inlier_class_weights: bool = False
     #: the official schedule: the learning rate halves when the held-out loss has not fallen for 10 epochs
     plateau_patience: int = 10

@@ -24,7 +24,8 @@ class ClassFalsePositives:
 
     def top(self, names: Sequence[str], min_share: float = 0.02, n: int = 3) -> list[dict]:
         """The ``n`` classes most over-represented among the false positives (share of the false positives /
-        share of the inlier pixels), of those holding at least ``min_share`` of the false positives."""
+        share of the inlier pixels, both among the pixels of a known class), of those holding at least ``min_share``
+        of the false positives."""
         fp_total, in_total = int(self.fp.sum()), int(self.inliers.sum())
         if fp_total == 0 or in_total == 0:
             return []

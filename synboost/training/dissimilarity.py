@@ -12,6 +12,9 @@ the segmenter on the real image, the perceptual difference from the real image a
 made once, before training (as the official pre-processing does), and kept in memory at the stage's size.
 Loss: cross-entropy with the official ENet-style class weights, ignore 255; Adam (0.5, 0.999); plateau schedule on
 the held-out loss; the best epoch is chosen by AP on the held-out training images, never on an evaluation set.
+Two options beyond the official recipe: ``lr_decay`` (a constant rate, then a linear decay, in place of the plateau
+schedule) and ``inlier_class_weights`` (inlier pixels also weighted by their label-map class; the held-out loss,
+which only the plateau schedule reads, stays the official one).
 """
 from __future__ import annotations
 
@@ -266,6 +269,9 @@ class DissimilarityTask(Task):
         if not cfg.segmenter or not cfg.generator:
             raise ConfigError("dissimilarity training needs 'segmenter' and 'generator' checkpoints (set them in the "
                               "config or with --set segmenter=... --set generator=...)")
+        if not 0.0 <= float(cfg.lr_decay) <= 1.0:
+            raise ConfigError(f"dissimilarity: lr_decay must lie in [0, 1] (the decaying fraction of the steps), "
+                              f"got {cfg.lr_decay}")
         crop, size = list(cfg.data.crop), list(cfg.data.size)
         if crop and (len(crop) != 2 or crop[0] > size[0] or crop[1] > size[1] or min(crop) < 1):
             raise ConfigError(f"data.crop {crop} must be two sides no larger than data.size {size} (or [] for "
@@ -307,10 +313,7 @@ class DissimilarityTask(Task):
     def build_scheduler(self, opt, total_steps: int):
         """The official plateau schedule (halve the rate when the held-out loss stalls), or with ``lr_decay`` > 0
         a constant rate falling linearly to 0 over that last fraction of the steps."""
-        frac = float(self.cfg.lr_decay)
-        if not 0.0 <= frac <= 1.0:
-            raise ConfigError(f"dissimilarity: lr_decay must lie in [0, 1] (the decaying fraction of the steps), "
-                              f"got {frac}")
+        frac = float(self.cfg.lr_decay)  # in [0, 1]: checked when the task is made
         if frac > 0.0:
             return linear_decay_schedule(opt, total_steps, frac)
         return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, "min", patience=self.cfg.plateau_patience,
@@ -341,7 +344,7 @@ class DissimilarityTask(Task):
         w = self.weights[safe] if self.weights is not None else torch.ones_like(target, dtype=torch.float32)
         rare = self.inlier_weights[labels.clamp(0, len(self.inlier_weights) - 1)]
         w = torch.where(valid & (target == 0) & (labels < len(self.inlier_weights)), w * rare, w) * valid
-        loss = F.cross_entropy(logits.float(), safe, reduction="none")
+        loss = F.cross_entropy(logits.float(), target, ignore_index=IGNORE, reduction="none")  # 0 where ignored
         return (loss * w).sum() / w.sum().clamp_min(1e-12), {}
 
     @torch.no_grad()
