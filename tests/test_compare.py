@@ -35,9 +35,13 @@ def test_table_rows_equal_evaluate(tiny_world, tiny_segmenter, tmp_path):
         if r["method"] in by:
             d = r["datasets"][table["datasets"][0]]
             assert d["ap"] == pytest.approx(by[r["method"]]["ap"]) and d["miou"] == pytest.approx(direct["miou"])
+            # where the false positives fall: the same counts as evaluate's, named in compare.md
+            assert d["false_positive_classes"] == by[r["method"]]["false_positive_classes"]
+            assert sum(d["false_positive_classes"]["fp"]) > 0
     md = (tmp_path / "cmp" / "compare.md").read_text()
     assert md.splitlines()[0].startswith("| method | re-training | extra network | outlier data |")
     assert "| SML | no | no | no |" in md and "mIoU" in md
+    assert "- SML: " in md and "false positives at each row's pixel best-F1 threshold" in md
     assert json.loads((tmp_path / "cmp" / "compare.json").read_text())["rows"][0]["retraining"] == "no"
     assert (tmp_path / "cmp" / f"curves_{table['datasets'][0]}.png").stat().st_size > 1000
     assert compare_table(table) == md

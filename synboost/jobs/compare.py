@@ -125,7 +125,8 @@ def compare(rows: Sequence[Row], data: Sequence[str], out: str | os.PathLike | N
                                                      "outlier_data": r.info[2], "datasets": {}})
                 entry["datasets"][n] = {"ap": res["ap"], "fpr95": res["fpr95"], "auroc": res["auroc"],
                                         "miou": rep.get("miou"), "anomaly_pixel_ratio": rep.get("anomaly_pixel_ratio"),
-                                        "images": rep["images"]}
+                                        "images": rep["images"],
+                                        "false_positive_classes": res.get("false_positive_classes")}
                 curves[n][r.label] = c[r.method]
             if progress:
                 echo(f"  {Path(path).name} on {n}: " + ", ".join(
@@ -175,6 +176,15 @@ def compare_table(table: dict) -> str:
     if ratios:
         lines += ["", "Anomaly pixel ratio (the AP of a random score): " + ", ".join(ratios) + "."]
     lines += ["", "AP / FPR95 in %; mIoU of the segmenter each row uses, on the first dataset with semantic labels."]
+    for n in names:
+        tops = [(r["label"], r["datasets"][n]["false_positive_classes"]["top"]) for r in table["rows"]
+                if (r["datasets"].get(n) or {}).get("false_positive_classes")]
+        if tops:
+            lines += ["", f"{n}: false positives at each row's pixel best-F1 threshold, the inlier classes most "
+                      "over-represented among them (share of the false positives / share of the inlier pixels):"]
+            lines += [f"- {label}: " + ", ".join(f"{t['class']} {100 * t['fp_share']:.1f} % / "
+                                                 f"{100 * t['inlier_share']:.1f} % ({t['ratio']:.1f}x)" for t in top)
+                      for label, top in tops]
     return "\n".join(lines) + "\n"
 
 
