@@ -20,6 +20,7 @@ import numpy as np
 
 from synboost.data.io import write_json, write_text
 from synboost.errors import ConfigError
+from synboost.jobs.tables import false_positive_line
 
 #: method -> (re-training, extra network, outlier data, name in the papers' tables)
 METHOD_INFO: dict[str, tuple[str, str, str, str]] = {
@@ -182,9 +183,7 @@ def compare_table(table: dict) -> str:
         if tops:
             lines += ["", f"{n}: false positives at each row's pixel best-F1 threshold, the inlier classes most "
                       "over-represented among them (share of the false positives / share of the inlier pixels):"]
-            lines += [f"- {label}: " + ", ".join(f"{t['class']} {100 * t['fp_share']:.1f} % / "
-                                                 f"{100 * t['inlier_share']:.1f} % ({t['ratio']:.1f}x)" for t in top)
-                      for label, top in tops]
+            lines += [false_positive_line(label, top) for label, top in tops]
     return "\n".join(lines) + "\n"
 
 

@@ -20,6 +20,12 @@ PIXEL_COLUMNS = (("ap", "AP"), ("fpr95", "FPR95"), ("auroc", "AUROC"))
 COMPONENT_COLUMNS = (("siou", "sIoU"), ("ppv", "PPV"), ("f1_mean", "mean F1"))
 
 
+def false_positive_line(name: str, top: list[dict]) -> str:
+    """``- name: class fp % / inlier % (ratio x), ...`` for the ``top`` of a ``false_positive_classes`` entry."""
+    return f"- {name}: " + ", ".join(f"{t['class']} {100 * t['fp_share']:.1f} % / {100 * t['inlier_share']:.1f} % "
+                                     f"({t['ratio']:.1f}x)" for t in top)
+
+
 def markdown_table(report: dict) -> str:
     """One dataset's report as markdown: the metrics table, then notes (skipped files and ignored entries)."""
     head = f"**{report['dataset']}**: {report['images']} images"
@@ -44,8 +50,7 @@ def markdown_table(report: dict) -> str:
     if tops:
         notes.append("False positives at each method's pixel best-F1 threshold, the inlier classes most over-"
                      "represented among them (share of the false positives / share of the inlier pixels):")
-        notes += [f"- {m}: " + ", ".join(f"{t['class']} {100 * t['fp_share']:.1f} % / {100 * t['inlier_share']:.1f} "
-                                         f"% ({t['ratio']:.1f}x)" for t in top) for m, top in tops]
+        notes += [false_positive_line(m, top) for m, top in tops]
     if report.get("unlabelled"):
         notes.append(f"{report['unlabelled']} frames without public labels were not scored.")
     if report.get("submission"):
