@@ -207,15 +207,14 @@ def _collect(detector, dataset, methods, store, writers, progress, max_images, e
                 anomaly = _resize(s["anomaly"], eval_size, nearest=True)
                 valid = anomaly <= 1
                 scored = {m: _resize(o[m], eval_size, nearest=False)[valid].astype(np.float32) for m in methods}
-                classes = (_resize(s["label"], eval_size, nearest=True)[valid].astype(np.uint8)
-                           if "label" in s else None)
-                store.add(valid, anomaly[valid], scored, classes)
+                label = _resize(s["label"], eval_size, nearest=True) if "label" in s else None
+                store.add(valid, anomaly[valid], scored, label[valid].astype(np.uint8) if label is not None else None)
                 if gallery is not None:  # per-image AP, and views of each method's worst images (report.html)
                     gallery.add(s["name"], s["image"], s["anomaly"], {m: o[m] for m in methods}, anomaly[valid],
                                 scored)
-                if "label" in s:
+                if label is not None:
                     cm = cm or ConfusionMatrix(19)
-                    cm.update(_resize(o["segmentation"], eval_size, True), _resize(s["label"], eval_size, True))
+                    cm.update(_resize(o["segmentation"], eval_size, True), label)
                 if len(shown) < examples and (s["anomaly"] == 1).any():
                     shown.append((s, o))
                 done.append(s["name"])
