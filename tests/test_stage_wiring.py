@@ -242,3 +242,16 @@ def test_compare_seeds_its_density_fit_and_retraining_as_the_base_demo(monkeypat
     compare.prepare_methods(cfg, resume=False)
     assert seen["density"].seed == 2 and seen["resynthesis"].train.seed == 2
     assert [seen[m].train.seed for m in cfg.outlier_methods] == [2, 2, 2]
+
+
+def test_fusion_line_names_where_the_held_out_false_alarms_fall():
+    from synboost.jobs.stages import fusion_line
+
+    ens = {"weights": [1.0, 0.0, 0.0, 0.0], "images": 25, "fpr95": 0.4, "ap": 0.2,
+           "official": {"fpr95": 0.45, "ap": 0.19}}
+    assert "false alarms" not in fusion_line(ens)  # an ensemble.json written before the attribution
+    ens["false_positive_classes"] = {"top": [{"class": "person", "fp_share": 0.2, "inlier_share": 0.01,
+                                              "ratio": 20.0}], "on_misclassified": 0.61}
+    line = fusion_line(ens)
+    assert "1 * dissimilarity" in line and "FPR95 40.0, AP 20.0" in line
+    assert "person (20.0 % of them, 20.0x its share)" in line and "61 % of them where the segmenter" in line

@@ -247,6 +247,9 @@ def test_fusion_weights_are_chosen_on_held_out_training_images_and_cached(tiny_w
     assert res["official"]["weights"] == [0.75, 0.25, 0.0, 0.0] and res["fpr95"] <= res["official"]["fpr95"]
     saved = json.loads((net.parent / D.ENSEMBLE_FILE).read_text())
     assert saved["checkpoint_sha256"] == D.sha256_of(net) and saved["weights"] == res["weights"]
+    fpc = res["false_positive_classes"]  # where the chosen fusion's held-out false alarms fall, by true class
+    assert len(fpc["fp"]) == 19 and all(0 <= f <= n for f, n in zip(fpc["fp"], fpc["inliers"]))
+    assert sum(fpc["inliers"]) > 0 and 0.0 <= fpc["on_misclassified"] <= 1.0
 
     def no_work(*a, **k):
         raise AssertionError("the cached weights should have been reused")
@@ -258,3 +261,72 @@ def test_fusion_weights_are_chosen_on_held_out_training_images_and_cached(tiny_w
         D.select_ensemble_weights(cfg, progress=False)
     with pytest.raises(ConfigError, match="nothing.safetensors"):
         D.select_ensemble_weights(cfg, tmp_path / "nothing.safetensors", progress=False)
+
+
+@pytest.mark.parametrize("switch_on", ["ground_truth", "prediction"])
+def test_switched_instances_go_into_the_chosen_label_map(tiny_world, tiny_segmenter, stages, switch_on):
+    """Variant 0 is the segmenter's prediction; the label-switch variants carry the ground truth (official) or the
+    prediction (``switch_on: prediction``) outside the switched instances and the void, and the switched
+    instances' new classes inside."""
+
+    from synboost.config import DissimilarityConfig, load_config
+    from synboost.data.kinds import open_dataset
+    from synboost.detectors.components import load_generator, load_segmenter
+    from synboost.training import dissimilarity as D
+
+    cfg = load_config(DissimilarityConfig, None, [
+        f"segmenter={tiny_segmenter['segmenter']}", f"generator={stages / 'gen.safetensors'}",
+        "perceptual_vgg_pretrained=false", f"data.train=synthetic:{tiny_world}@train", "data.size=[32,64]",
+        "data.variants=3", f"data.switch_on={switch_on}", "model.priors=[entropy]", "train.device=cpu"])
+    seg, _ = load_segmenter(cfg.segmenter, "cpu")
+    gen = load_generator(cfg.generator, "cpu")
+    reader = open_dataset(cfg.data.train, with_instances=True)
+    items = D.make_samples(cfg, "cpu", [0, 1, 2, 3], reader, seg, gen, None, progress=False)
+    assert len(items) == 12
+    differs = switched = 0
+    for k in range(0, 12, 3):
+        pred, gt = items[k]["labels"].numpy(), items[k]["classes"].numpy()
+        for it in items[k + 1:k + 3]:
+            lab, target = it["labels"].numpy(), it["target"].numpy()
+            keep = (target == 0) & (gt != 255)  # inlier pixels of a known class: neither switched nor void
+            want = pred if switch_on == "prediction" else gt
+            assert (lab[keep] == want[keep]).all()
+            differs += int((pred[keep] != gt[keep]).sum())
+            inside = (target == 1) & (gt != 255)  # switched instances (the void has no true class)
+            switched += int(inside.sum())
+            assert (lab[inside] != gt[inside]).all()  # a switch always gives another class
+    assert differs > 0 and switched > 0  # the tiny segmenter errs, and some instances were switched
+
+
+def test_a_bad_switch_on_is_a_config_error(tiny_segmenter, stages):
+    from synboost.config import DissimilarityConfig, load_config
+    from synboost.errors import ConfigError
+    from synboost.training.dissimilarity import DissimilarityTask
+
+    cfg = load_config(DissimilarityConfig, None, [
+        f"segmenter={tiny_segmenter['segmenter']}", f"generator={stages / 'gen.safetensors'}",
+        "data.switch_on=groundtruth"])
+    with pytest.raises(ConfigError, match="switch_on must be ground_truth or prediction"):
+        DissimilarityTask(cfg, progress=False)
+
+
+def test_heldout_false_positives_count_by_true_class_and_segmenter_mistakes():
+    """At the best-F1 threshold of the fused map: a person pixel scored above every anomaly is a false positive of
+    class person, counted as one the segmenter got wrong (its label map says road there)."""
+    import numpy as np
+
+    from synboost.training.dissimilarity import ENSEMBLE_MAPS, heldout_false_positives
+
+    classes = torch.tensor([[11, 11, 0, 0, 0, 0, 0, 0]], dtype=torch.uint8)  # person, person, road x6
+    labels = torch.tensor([[11, 0, 0, 0, 0, 0, 0, 0]])  # the segmenter's map: the second person read as road
+    dis = np.array([[0.1, 0.99, 0.2, 0.95, 0.96, 0.97, 0.3, 0.2]])
+    target = np.array([[0, 0, 0, 1, 1, 1, 0, 0]])
+    maps = {k: [dis if k == "dissimilarity" else 5 * np.ones_like(dis)] for k in ENSEMBLE_MAPS}
+    res = heldout_false_positives([{"classes": classes, "labels": labels}], maps, [target], [1, 0, 0, 0])
+    assert 0.3 <= res["threshold"] < 0.95
+    assert res["fp"][11] == 1 and sum(res["fp"]) == 1 and res["inliers"][11] == 2 and res["inliers"][0] == 3
+    assert res["top"][0]["class"] == "person" and res["top"][0]["ratio"] == pytest.approx(1 / (2 / 5))
+    assert res["on_misclassified"] == 1.0
+    labels[0, 1] = 11  # the segmenter right there: the same false positive, not on a mistake
+    res = heldout_false_positives([{"classes": classes, "labels": labels}], maps, [target], [1, 0, 0, 0])
+    assert res["fp"][11] == 1 and res["on_misclassified"] == 0.0

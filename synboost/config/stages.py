@@ -168,6 +168,10 @@ class DissimDataConfig:
     heldout_fraction: float = 0.1  #: training images held out for model selection (never the evaluation set)
     variants: int = 2  #: anomaly variants made per training image (the first uses the predicted label map)
     switch_instances: bool = True  #: SynBoost / Lis et al. label switching
+    #: the label map the switched instances go into (variants 1..): ``ground_truth`` (the official recipe, void
+    #: regions filled with the prediction) or ``prediction`` (the segmenter's predicted map, as at test time, so
+    #: that its mistakes on inlier objects are inliers in every variant, not only in variant 0)
+    switch_on: str = "ground_truth"
     void_anomalies: bool = True  #: void regions as anomalies (the paper's data generator)
     flip: bool = True
     max_images: int = 0  #: 0 = all

@@ -254,6 +254,13 @@ def fusion_line(ensemble: dict) -> str:
     if "official" not in ensemble:
         return text + " (the official weights)"
     o = ensemble["official"]
-    return (text + f", chosen on {ensemble['images']} held-out training images with void clutter as anomalies: "
-            f"FPR95 {100 * ensemble['fpr95']:.1f}, AP {100 * ensemble['ap']:.1f} there (official 0.75 / 0.25: "
-            f"{100 * o['fpr95']:.1f}, {100 * o['ap']:.1f})")
+    text += (f", chosen on {ensemble['images']} held-out training images with void clutter as anomalies: "
+             f"FPR95 {100 * ensemble['fpr95']:.1f}, AP {100 * ensemble['ap']:.1f} there (official 0.75 / 0.25: "
+             f"{100 * o['fpr95']:.1f}, {100 * o['ap']:.1f})")
+    fpc = ensemble.get("false_positive_classes") or {}
+    if fpc.get("top"):  # older ensemble.json files lack it
+        text += ("; there, its false alarms at the best-F1 threshold fall most on "
+                 + ", ".join(f"{t['class']} ({100 * t['fp_share']:.1f} % of them, {t['ratio']:.1f}x its share)"
+                             for t in fpc["top"])
+                 + f", {100 * fpc['on_misclassified']:.0f} % of them where the segmenter's label is wrong")
+    return text

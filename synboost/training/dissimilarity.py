@@ -6,6 +6,8 @@ segmenter, generator and perceptual difference that inference uses (``pipeline.d
 * variant 0 ("known"): the label map is the segmenter's prediction; anomalies are the void regions only;
 * variants 1..: the ground-truth label map with a random share of object instances switched to another class
   (label switching) and the void regions filled with the prediction; anomalies = switched instances + void.
+  With ``data.switch_on: prediction`` (not the official recipe) the switched instances go into the segmenter's
+  predicted map instead, so every variant's label map carries the segmenter's mistakes as test-time maps do.
 
 Void pixels that are not anomalies (the ego vehicle) are ignored (255). The entropy and distance maps come from
 the segmenter on the real image, the perceptual difference from the real image and the resynthesis. Samples are
@@ -94,13 +96,17 @@ def make_samples(cfg: DissimilarityConfig, device, indices, reader, segmenter, g
         pred_np = pred[0].cpu().numpy().astype(np.uint8)
         void = void_mask(ids_t) if d.void_anomalies else np.zeros(size, bool)
         ego = ids_t == EGO_ID
+        gt_classes = ID_TO_TRAIN_ID[ids_t].astype(np.uint8)
         for v in range(d.variants):
             if v == 0:
                 semantic, anomalous = pred_np.copy(), void.copy()
             else:
                 switched_ids, switched = (switch_instances(ids_t, inst_t, rng) if d.switch_instances
                                           else (ids_t, np.zeros(size, bool)))
-                semantic = paste(ID_TO_TRAIN_ID[switched_ids], pred_np, void | (ID_TO_TRAIN_ID[ids_t] == IGNORE))
+                if d.switch_on == "prediction":  # the switched instances pasted into the segmenter's prediction
+                    semantic = paste(pred_np, ID_TO_TRAIN_ID[switched_ids], switched)
+                else:
+                    semantic = paste(ID_TO_TRAIN_ID[switched_ids], pred_np, void | (ID_TO_TRAIN_ID[ids_t] == IGNORE))
                 anomalous = switched | void
             target = np.where(ego, IGNORE, anomalous.astype(np.uint8))
             target[(ID_TO_TRAIN_ID[ids_t] == IGNORE) & ~void & ~ego] = IGNORE  # other void: unknown
@@ -110,6 +116,7 @@ def make_samples(cfg: DissimilarityConfig, device, indices, reader, segmenter, g
                 "image": inp["image"][0].cpu(), "synthesis": inp["synthesis"][0].cpu(), "labels": lab[0].cpu(),
                 "priors": (inp["priors"][0].cpu() if inp["priors"] is not None else torch.zeros(0, *size)),
                 "target": torch.from_numpy(target.astype(np.int64)),
+                "classes": torch.from_numpy(gt_classes),  # the true class per pixel (255: void), for diagnostics
             })
     return items
 
@@ -229,9 +236,35 @@ def select_ensemble_weights(cfg: DissimilarityConfig, checkpoint: str | Path | N
     res = search_ensemble_weights(maps, lab)
     off = next(r for r in res["grid"] if r["weights"] == [float(w) for w in OFFICIAL_ENSEMBLE])
     res.update({"rule": ENSEMBLE_RULE, "images": n_held, "anomaly_pixels": n_pos, "official": off,
-                "checkpoint": str(ckpt), "checkpoint_sha256": digest})
+                "checkpoint": str(ckpt), "checkpoint_sha256": digest,
+                "false_positive_classes": heldout_false_positives(items, maps, lab, res["weights"])})
     write_json(cache, res)
     return res
+
+
+def heldout_false_positives(items: list[dict], maps: dict[str, list[np.ndarray]], labels: list[np.ndarray],
+                            weights) -> dict:
+    """Where the fusion ``weights`` raises false alarms on the held-out images ``items`` (their maps and 0/1/255
+    ``labels``): at its pixel best-F1 threshold there, the inlier pixels above it per true class (as ``evaluate``
+    reports them on a test set), and the share of those false positives on pixels whose label map (the
+    segmenter's prediction) is not their true class. A selection set's view of the failure, without the test."""
+    from synboost.data.labels import CLASS_NAMES
+    from synboost.metrics.attribution import class_false_positives
+    from synboost.metrics.pixel import pixel_curve
+
+    fused = [sum(w * maps[k][i] for w, k in zip(weights, ENSEMBLE_MAPS) if w) for i in range(len(labels))]
+    threshold = pixel_curve(fused, labels).best_f1_threshold()[0]
+    if np.isnan(threshold):
+        return {}
+    classes = [it["classes"].numpy() for it in items]
+    cfp = class_false_positives(zip(fused, labels, classes), threshold)
+    fp_all = fp_wrong = 0
+    for f, t, c, it in zip(fused, labels, classes, items):
+        fp = (t == 0) & (c < len(CLASS_NAMES)) & (f > threshold)
+        fp_all += int(fp.sum())
+        fp_wrong += int((fp & (it["labels"].numpy() != c)).sum())
+    return {"threshold": float(threshold), "fp": cfp.fp.tolist(), "inliers": cfp.inliers.tolist(),
+            "top": cfp.top(CLASS_NAMES), "on_misclassified": fp_wrong / fp_all if fp_all else 0.0}
 
 
 def enet_class_weights(items: list[dict]) -> torch.Tensor:
@@ -272,6 +305,9 @@ class DissimilarityTask(Task):
         if not 0.0 <= float(cfg.lr_decay) <= 1.0:
             raise ConfigError(f"dissimilarity: lr_decay must lie in [0, 1] (the decaying fraction of the steps), "
                               f"got {cfg.lr_decay}")
+        if cfg.data.switch_on not in ("ground_truth", "prediction"):
+            raise ConfigError(f"dissimilarity: data.switch_on must be ground_truth or prediction, got "
+                              f"'{cfg.data.switch_on}'")
         crop, size = list(cfg.data.crop), list(cfg.data.size)
         if crop and (len(crop) != 2 or crop[0] > size[0] or crop[1] > size[1] or min(crop) < 1):
             raise ConfigError(f"data.crop {crop} must be two sides no larger than data.size {size} (or [] for "
