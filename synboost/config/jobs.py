@@ -149,7 +149,11 @@ class DemoConfig:
         # 4 anomaly variants of each training image (new label switches each) for 6 epochs instead of 2 for 12:
         # the same steps on twice the variety; on one fixed held-out set of training anomalies (seed 0) AP 79.9
         # against 72.5 (8 variants for 3 epochs: 73.0); README, demo section, "What changed SynBoost's numbers"
-        data=DissimDataConfig(size=[64, 128], variants=4),
+        # switch_on prediction: the label switches go into the segmenter's predicted map, as test-time maps are
+        # (not the official recipe); kept by a rule on the held-out void-clutter images, 3 seeds, 2026-12-07:
+        # FPR95 45.7 -> 45.1, AP 19.41 -> 19.43 (both inside the spread; README, "Label switches in the
+        # prediction"); switch_on=ground_truth gives the official recipe and every figure measured before it
+        data=DissimDataConfig(size=[64, 128], variants=4, switch_on="prediction"),
         train=LoopConfig(epochs=6, batch_size=4, lr=5e-4, weight_decay=0.0, workers=0, log_every=20, amp_cpu=True),
     ))
     pebal: PebalConfig = dataclasses.field(default_factory=lambda: PebalConfig(
