@@ -242,6 +242,9 @@ def test_compare_seeds_its_density_fit_and_retraining_as_the_base_demo(monkeypat
     compare.prepare_methods(cfg, resume=False)
     assert seen["density"].seed == 2 and seen["resynthesis"].train.seed == 2
     assert [seen[m].train.seed for m in cfg.outlier_methods] == [2, 2, 2]
+    # Image Resynthesis keeps Lis et al.'s ground-truth switches while SynBoost's demo switches in the prediction
+    assert cfg.base.dissimilarity.data.switch_on == "prediction"
+    assert seen["resynthesis"].data.switch_on == "ground_truth" and not seen["resynthesis"].data.void_anomalies
 
 
 def test_fusion_line_names_where_the_held_out_false_alarms_fall():

@@ -256,6 +256,11 @@ def test_fusion_weights_are_chosen_on_held_out_training_images_and_cached(tiny_w
 
     monkeypatch.setattr(D, "make_samples", no_work)
     assert D.select_ensemble_weights(cfg, progress=False) == saved
+    older = {k: v for k, v in saved.items() if k != "false_positive_classes"}  # written before the attribution
+    (net.parent / D.ENSEMBLE_FILE).write_text(json.dumps(older))
+    with pytest.raises(AssertionError, match="cached"):  # chosen again, to count its false alarms
+        D.select_ensemble_weights(cfg, progress=False)
+    (net.parent / D.ENSEMBLE_FILE).write_text(json.dumps(saved))
     net.write_bytes(net.read_bytes() + b" ")  # another file: the cache no longer applies
     with pytest.raises(AssertionError, match="cached"):
         D.select_ensemble_weights(cfg, progress=False)

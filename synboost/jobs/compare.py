@@ -216,6 +216,7 @@ def prepare_methods(cfg, resume: bool = True) -> list[Row]:
     res = copy.deepcopy(base.dissimilarity)
     res.out = str(out / "resynthesis")
     res.model.priors, res.model.spade, res.data.void_anomalies = [], "none", False
+    res.data.switch_on = "ground_truth"  # Lis et al.'s switches, whatever SynBoost's demo now trains on
     res.train.epochs = cfg.resynthesis_epochs or res.train.epochs
     print(f"Image Resynthesis: dissimilarity network without priors and SPADE, {res.train.epochs} epochs")
     if not (resume and stage_done(res, "dissimilarity.safetensors")):

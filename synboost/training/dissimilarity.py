@@ -209,8 +209,8 @@ def select_ensemble_weights(cfg: DissimilarityConfig, checkpoint: str | Path | N
         import json
 
         saved = json.loads(cache.read_text())
-        if saved.get("checkpoint_sha256") == digest:
-            return saved
+        if saved.get("checkpoint_sha256") == digest and "false_positive_classes" in saved:
+            return saved  # (a file written before the held-out false alarms were counted is chosen again)
     device = device or pick_device(cfg.train.device)
     all3 = ("entropy", "perceptual", "distance")
     sel = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, variants=1, void_anomalies=True),
