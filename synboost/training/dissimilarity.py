@@ -96,7 +96,7 @@ def make_samples(cfg: DissimilarityConfig, device, indices, reader, segmenter, g
         pred_np = pred[0].cpu().numpy().astype(np.uint8)
         void = void_mask(ids_t) if d.void_anomalies else np.zeros(size, bool)
         ego = ids_t == EGO_ID
-        gt_classes = ID_TO_TRAIN_ID[ids_t].astype(np.uint8)
+        gt_classes = ID_TO_TRAIN_ID[ids_t]  # uint8 train ids, 255 where void or unknown
         for v in range(d.variants):
             if v == 0:
                 semantic, anomalous = pred_np.copy(), void.copy()
@@ -106,10 +106,10 @@ def make_samples(cfg: DissimilarityConfig, device, indices, reader, segmenter, g
                 if d.switch_on == "prediction":  # the switched instances pasted into the segmenter's prediction
                     semantic = paste(pred_np, ID_TO_TRAIN_ID[switched_ids], switched)
                 else:
-                    semantic = paste(ID_TO_TRAIN_ID[switched_ids], pred_np, void | (ID_TO_TRAIN_ID[ids_t] == IGNORE))
+                    semantic = paste(ID_TO_TRAIN_ID[switched_ids], pred_np, void | (gt_classes == IGNORE))
                 anomalous = switched | void
             target = np.where(ego, IGNORE, anomalous.astype(np.uint8))
-            target[(ID_TO_TRAIN_ID[ids_t] == IGNORE) & ~void & ~ego] = IGNORE  # other void: unknown
+            target[(gt_classes == IGNORE) & ~void & ~ego] = IGNORE  # other void: unknown
             lab = torch.from_numpy(semantic.astype(np.int64))[None].to(device)
             inp = dissimilarity_inputs(img01, lab, generator, vgg19, ent, dist, cfg.model.priors)
             items.append({
@@ -258,11 +258,9 @@ def heldout_false_positives(items: list[dict], maps: dict[str, list[np.ndarray]]
         return {}
     classes = [it["classes"].numpy() for it in items]
     cfp = class_false_positives(zip(fused, labels, classes), threshold)
-    fp_all = fp_wrong = 0
-    for f, t, c, it in zip(fused, labels, classes, items):
-        fp = (t == 0) & (c < len(CLASS_NAMES)) & (f > threshold)
-        fp_all += int(fp.sum())
-        fp_wrong += int((fp & (it["labels"].numpy() != c)).sum())
+    # the same count over the pixels whose label map disagrees with their true class (the others as unknown, 255)
+    wrong = [np.where(it["labels"].numpy() != c, c, 255) for it, c in zip(items, classes)]
+    fp_wrong, fp_all = int(class_false_positives(zip(fused, labels, wrong), threshold).fp.sum()), int(cfp.fp.sum())
     return {"threshold": float(threshold), "fp": cfp.fp.tolist(), "inliers": cfp.inliers.tolist(),
             "top": cfp.top(CLASS_NAMES), "on_misclassified": fp_wrong / fp_all if fp_all else 0.0}
 
