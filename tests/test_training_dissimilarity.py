@@ -288,7 +288,7 @@ def test_switched_instances_go_into_the_chosen_label_map(tiny_world, tiny_segmen
     reader = open_dataset(cfg.data.train, with_instances=True)
     items = D.make_samples(cfg, "cpu", [0, 1, 2, 3], reader, seg, gen, None, progress=False)
     assert len(items) == 12
-    differs = switched = 0
+    differs = switched = unchanged = 0
     for k in range(0, 12, 3):
         pred, gt = items[k]["labels"].numpy(), items[k]["classes"].numpy()
         for it in items[k + 1:k + 3]:
@@ -300,7 +300,13 @@ def test_switched_instances_go_into_the_chosen_label_map(tiny_world, tiny_segmen
             inside = (target == 1) & (gt != 255)  # switched instances (the void has no true class)
             switched += int(inside.sum())
             assert (lab[inside] != gt[inside]).all()  # a switch always gives another class
+            if switch_on == "prediction":  # an anomaly pixel always has a label map that differs from variant 0
+                assert (lab[inside] != pred[inside]).all()
+                ignored = (target == 255) & (gt != 255) & (lab == pred)
+                unchanged += int(ignored.sum())
     assert differs > 0 and switched > 0  # the tiny segmenter errs, and some instances were switched
+    if switch_on == "prediction":
+        assert unchanged > 0  # some switched pixels got the class the segmenter predicts there: ignored, not 1
 
 
 def test_a_bad_switch_on_is_a_config_error(tiny_segmenter, stages):

@@ -7,7 +7,8 @@ segmenter, generator and perceptual difference that inference uses (``pipeline.d
 * variants 1..: the ground-truth label map with a random share of object instances switched to another class
   (label switching) and the void regions filled with the prediction; anomalies = switched instances + void.
   With ``data.switch_on: prediction`` (not the official recipe) the switched instances go into the segmenter's
-  predicted map instead, so every variant's label map carries the segmenter's mistakes as test-time maps do.
+  predicted map instead, so every variant's label map carries the segmenter's mistakes as test-time maps do;
+  switched pixels whose new class the segmenter predicts there anyway (an unchanged label map) are ignored.
 
 Void pixels that are not anomalies (the ego vehicle) are ignored (255). The entropy and distance maps come from
 the segmenter on the real image, the perceptual difference from the real image and the resynthesis. Samples are
@@ -98,6 +99,7 @@ def make_samples(cfg: DissimilarityConfig, device, indices, reader, segmenter, g
         ego = ids_t == EGO_ID
         gt_classes = ID_TO_TRAIN_ID[ids_t]  # uint8 train ids, 255 where void or unknown
         for v in range(d.variants):
+            unseen = np.zeros(size, bool)  # switched pixels whose label map did not change (prediction mode)
             if v == 0:
                 semantic, anomalous = pred_np.copy(), void.copy()
             else:
@@ -105,10 +107,13 @@ def make_samples(cfg: DissimilarityConfig, device, indices, reader, segmenter, g
                                           else (ids_t, np.zeros(size, bool)))
                 if d.switch_on == "prediction":  # the switched instances pasted into the segmenter's prediction
                     semantic = paste(pred_np, ID_TO_TRAIN_ID[switched_ids], switched)
+                    # where the new class is what the segmenter predicts anyway, the label map is unchanged: those
+                    # pixels are inliers in variant 0, so they are no anomaly here either (ignored)
+                    unseen = switched & (ID_TO_TRAIN_ID[switched_ids] == pred_np)
                 else:
                     semantic = paste(ID_TO_TRAIN_ID[switched_ids], pred_np, void | (gt_classes == IGNORE))
                 anomalous = switched | void
-            target = np.where(ego, IGNORE, anomalous.astype(np.uint8))
+            target = np.where(ego | unseen, IGNORE, anomalous.astype(np.uint8))
             target[(gt_classes == IGNORE) & ~void & ~ego] = IGNORE  # other void: unknown
             lab = torch.from_numpy(semantic.astype(np.int64))[None].to(device)
             inp = dissimilarity_inputs(img01, lab, generator, vgg19, ent, dist, cfg.model.priors)
