@@ -309,6 +309,38 @@ def test_switched_instances_go_into_the_chosen_label_map(tiny_world, tiny_segmen
         assert unchanged > 0  # some switched pixels got the class the segmenter predicts there: ignored, not 1
 
 
+def test_a_batch_of_variants_equals_each_variant_made_alone(tiny_world, tiny_segmenter, stages):
+    """make_samples runs an image's variants through the generator and the VGG19 as one batch: each sample's
+    resynthesis and perceptual difference are those of its own label map run alone (float32, to rounding)."""
+    from synboost.config import DissimilarityConfig, load_config
+    from synboost.data.kinds import open_dataset
+    from synboost.detectors.components import load_generator, load_segmenter, perceptual_vgg
+    from synboost.detectors.synboost import dissimilarity_inputs
+    from synboost.training import dissimilarity as D
+
+    cfg = load_config(DissimilarityConfig, None, [
+        f"segmenter={tiny_segmenter['segmenter']}", f"generator={stages / 'gen.safetensors'}",
+        "perceptual_vgg_pretrained=false", f"data.train=synthetic:{tiny_world}@train", "data.size=[32,64]",
+        "data.variants=3", "model.priors=[perceptual,entropy]", "train.device=cpu"])
+    seg, _ = load_segmenter(cfg.segmenter, "cpu")
+    gen = load_generator(cfg.generator, "cpu")
+    torch.manual_seed(0)
+    vgg = perceptual_vgg(False, "", "cpu")
+    reader = open_dataset(cfg.data.train, with_instances=True)
+    items = D.make_samples(cfg, "cpu", [0, 1], reader, seg, gen, vgg, progress=False)
+    assert len(items) == 6
+    img01 = items[0]["image"][None] * torch.tensor([0.229, 0.224, 0.225])[:, None, None] + torch.tensor(
+        [0.485, 0.456, 0.406])[:, None, None]
+    ent = items[0]["priors"][1][None]
+    syn = []
+    for it in items[:3]:
+        alone = dissimilarity_inputs(img01, it["labels"][None], gen, vgg, ent, None, ["perceptual", "entropy"])
+        assert torch.allclose(alone["synthesis"][0], it["synthesis"], atol=1e-4)
+        assert torch.allclose(alone["priors"][0, 0], it["priors"][0], atol=1e-4)
+        syn.append(it["synthesis"])
+    assert not torch.allclose(syn[0], syn[1])  # the variants' label maps differ, so do their resyntheses
+
+
 def test_a_bad_switch_on_is_a_config_error(tiny_segmenter, stages):
     from synboost.config import DissimilarityConfig, load_config
     from synboost.errors import ConfigError
