@@ -300,7 +300,7 @@ def test_switched_instances_go_into_the_chosen_label_map(tiny_world, tiny_segmen
             inside = (target == 1) & (gt != 255)  # switched instances (the void has no true class)
             switched += int(inside.sum())
             assert (lab[inside] != gt[inside]).all()  # a switch always gives another class
-            if switch_on == "prediction":  # an anomaly pixel always has a label map that differs from variant 0
+            if switch_on == "prediction":  # a switched anomaly pixel's label always differs from variant 0's
                 assert (lab[inside] != pred[inside]).all()
                 ignored = (target == 255) & (gt != 255) & (lab == pred)
                 unchanged += int(ignored.sum())
@@ -329,16 +329,17 @@ def test_a_batch_of_variants_equals_each_variant_made_alone(tiny_world, tiny_seg
     reader = open_dataset(cfg.data.train, with_instances=True)
     items = D.make_samples(cfg, "cpu", [0, 1], reader, seg, gen, vgg, progress=False)
     assert len(items) == 6
-    img01 = items[0]["image"][None] * torch.tensor([0.229, 0.224, 0.225])[:, None, None] + torch.tensor(
-        [0.485, 0.456, 0.406])[:, None, None]
-    ent = items[0]["priors"][1][None]
-    syn = []
-    for it in items[:3]:
-        alone = dissimilarity_inputs(img01, it["labels"][None], gen, vgg, ent, None, ["perceptual", "entropy"])
-        assert torch.allclose(alone["synthesis"][0], it["synthesis"], atol=1e-4)
-        assert torch.allclose(alone["priors"][0, 0], it["priors"][0], atol=1e-4)
-        syn.append(it["synthesis"])
-    assert not torch.allclose(syn[0], syn[1])  # the variants' label maps differ, so do their resyntheses
+    mean, std = torch.tensor([0.485, 0.456, 0.406])[:, None, None], torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+    for k in (0, 3):  # each image's three variants share its image and entropy, and differ in their label maps
+        first = items[k]
+        for it in items[k:k + 3]:
+            assert torch.equal(it["image"], first["image"]) and torch.equal(it["priors"][1], first["priors"][1])
+            img01, ent = (it["image"] * std + mean)[None], it["priors"][1][None]
+            alone = dissimilarity_inputs(img01, it["labels"][None], gen, vgg, ent, None, ["perceptual", "entropy"])
+            assert torch.allclose(alone["synthesis"][0], it["synthesis"], atol=1e-4)
+            assert torch.allclose(alone["priors"][0, 0], it["priors"][0], atol=1e-4)
+        assert not torch.allclose(items[k]["synthesis"], items[k + 1]["synthesis"])  # other label map, other redraw
+    assert not torch.equal(items[0]["image"], items[3]["image"])  # two images
 
 
 def test_a_bad_switch_on_is_a_config_error(tiny_segmenter, stages):
@@ -350,6 +351,10 @@ def test_a_bad_switch_on_is_a_config_error(tiny_segmenter, stages):
         f"segmenter={tiny_segmenter['segmenter']}", f"generator={stages / 'gen.safetensors'}",
         "data.switch_on=groundtruth"])
     with pytest.raises(ConfigError, match="switch_on must be ground_truth or prediction"):
+        DissimilarityTask(cfg, progress=False)
+    cfg = load_config(DissimilarityConfig, None, [
+        f"segmenter={tiny_segmenter['segmenter']}", f"generator={stages / 'gen.safetensors'}", "data.variants=0"])
+    with pytest.raises(ConfigError, match="data.variants must be at least 1"):
         DissimilarityTask(cfg, progress=False)
 
 
