@@ -316,6 +316,7 @@ def test_a_batch_of_variants_equals_each_variant_made_alone(tiny_world, tiny_seg
     from synboost.data.kinds import open_dataset
     from synboost.detectors.components import load_generator, load_segmenter, perceptual_vgg
     from synboost.detectors.synboost import dissimilarity_inputs
+    from synboost.tensors import imagenet_denormalize01
     from synboost.training import dissimilarity as D
 
     cfg = load_config(DissimilarityConfig, None, [
@@ -329,12 +330,11 @@ def test_a_batch_of_variants_equals_each_variant_made_alone(tiny_world, tiny_seg
     reader = open_dataset(cfg.data.train, with_instances=True)
     items = D.make_samples(cfg, "cpu", [0, 1], reader, seg, gen, vgg, progress=False)
     assert len(items) == 6
-    mean, std = torch.tensor([0.485, 0.456, 0.406])[:, None, None], torch.tensor([0.229, 0.224, 0.225])[:, None, None]
     for k in (0, 3):  # each image's three variants share its image and entropy, and differ in their label maps
         first = items[k]
         for it in items[k:k + 3]:
             assert torch.equal(it["image"], first["image"]) and torch.equal(it["priors"][1], first["priors"][1])
-            img01, ent = (it["image"] * std + mean)[None], it["priors"][1][None]
+            img01, ent = imagenet_denormalize01(it["image"][None]), it["priors"][1][None]
             alone = dissimilarity_inputs(img01, it["labels"][None], gen, vgg, ent, None, ["perceptual", "entropy"])
             assert torch.allclose(alone["synthesis"][0], it["synthesis"], atol=1e-4)
             assert torch.allclose(alone["priors"][0, 0], it["priors"][0], atol=1e-4)
